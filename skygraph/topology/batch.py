@@ -1,0 +1,336 @@
+"""Compile a batch of mutations into the Cypher statements that apply it.
+
+Pure: the store reads the stored revision of every element the batch touches
+(`stored_*_query`), then `compile_batch` decides, per element, what to
+archive and what to write, and returns statements to run in one transaction,
+in order. Properties: see schema.py.
+
+Per element, the batch's events (upserts and deletes, in order) are applied
+after the stored revision:
+- events up to the one equal to the stored revision (same Revision and
+  UpdatedAt) were applied already and are skipped, so replaying a batch
+  changes nothing;
+- the stored revision is archived when the first remaining event replaces it
+  (ArchivedAt = that event's time, DeletedAt as well when it is a delete);
+- every intermediate revision of the batch is archived (MERGE on `_key`);
+- the last event decides the live element: updated in place, created, or
+  deleted (a node's remaining edges are archived and deleted with it).
+Archived revisions are keyed `ID/Revision/UpdatedAt`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from skygraph.topology.model import Edge, Node
+from skygraph.topology.mutations import (
+    EdgeAdded, EdgeDeleted, EdgeUpdated, NodeAdded, NodeDeleted, NodeUpdated, StoreMutation,
+)
+from skygraph.topology.schema import (
+    NODE_LABEL, kind_label, quote, relationship_type, to_properties,
+)
+
+STORED_NODES_QUERY = (
+    "UNWIND $ids AS id MATCH (n:Node {ID: id}) "
+    "RETURN n.ID AS id, n.UpdatedAt AS u, n.Revision AS r, labels(n) AS l"
+)
+STORED_EDGES_QUERY = (
+    "UNWIND $rows AS row MATCH (a:Node {ID: row.p})-[e]->(b:Node {ID: row.c}) "
+    "WHERE e.ID = row.id RETURN e.ID AS id, e.UpdatedAt AS u, e.Revision AS r, type(e) AS t"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the store holds now for an element: its revision and labels or type."""
+
+    updated_at: int
+    revision: int
+    labels: frozenset[str] = frozenset()
+    rel_type: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    cypher: str
+    params: dict[str, Any]
+    # IDs of edges this statement creates; the store compares them with what
+    # the statement returns to find edges whose endpoints are missing.
+    creates_edges: tuple[str, ...] = ()
+
+
+@dataclass
+class BatchPlan:
+    statements: list[Statement] = field(default_factory=list)
+    # Nodes whose kind label changes: the store must read their edges (`attached`)
+    # and compile again, because the node is re-created and its edges with it.
+    needs_attached: list[str] = field(default_factory=list)
+
+    def add(self, cypher: str, rows: list[dict[str, Any]], creates: tuple[str, ...] = ()) -> None:
+        if rows:
+            self.statements.append(Statement(cypher, {"rows": rows}, creates))
+
+
+def touched(mutations: Sequence[StoreMutation]) -> tuple[list[str], list[dict[str, str]]]:
+    """Node IDs and edge (id, parent, child) rows whose stored state the plan needs."""
+    nodes: dict[str, None] = {}
+    edges: dict[str, dict[str, str]] = {}
+    for m in mutations:
+        if isinstance(m, (NodeAdded, NodeUpdated, NodeDeleted)):
+            nodes[m.node.ID] = None
+        else:
+            e = m.edge
+            edges[e.ID] = {"id": e.ID, "p": e.Parent, "c": e.Child}
+    return list(nodes), list(edges.values())
+
+
+def archive_key(ident: str, revision: int, updated_at: int) -> str:
+    return f"{ident}/{revision}/{updated_at}"
+
+
+def node_properties(node: Node) -> dict[str, Any]:
+    props = to_properties(node.Metadata)
+    props.update(ID=node.ID, Host=node.Host, Origin=node.Origin, CreatedAt=node.CreatedAt,
+                 UpdatedAt=node.UpdatedAt, Revision=node.Revision)
+    return props
+
+
+def edge_properties(edge: Edge) -> dict[str, Any]:
+    props = to_properties(edge.Metadata)
+    props.update(ID=edge.ID, Parent=edge.Parent, Child=edge.Child, Host=edge.Host,
+                 Origin=edge.Origin, CreatedAt=edge.CreatedAt, UpdatedAt=edge.UpdatedAt,
+                 Revision=edge.Revision)
+    return props
+
+
+def node_labels(node: Node) -> tuple[str, ...]:
+    kind = kind_label(node.type)
+    return (NODE_LABEL, kind) if kind else (NODE_LABEL,)
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    delete: bool
+    element: Node | Edge
+
+    @property
+    def time(self) -> int:
+        e = self.element
+        return (e.DeletedAt or e.UpdatedAt) if self.delete else e.UpdatedAt
+
+
+def _group(mutations: Sequence[StoreMutation]) -> tuple[dict[str, list[_Event]],
+                                                        dict[str, list[_Event]]]:
+    nodes: dict[str, list[_Event]] = {}
+    edges: dict[str, list[_Event]] = {}
+    for m in mutations:
+        if isinstance(m, (NodeAdded, NodeUpdated, NodeDeleted)):
+            nodes.setdefault(m.node.ID, []).append(_Event(isinstance(m, NodeDeleted), m.node))
+        elif isinstance(m, (EdgeAdded, EdgeUpdated, EdgeDeleted)):
+            edges.setdefault(m.edge.ID, []).append(_Event(isinstance(m, EdgeDeleted), m.edge))
+    return nodes, edges
+
+
+def _remaining(events: list[_Event], stored: Stored | None) -> list[_Event]:
+    if stored is None:
+        return events
+    start = 0
+    for i, ev in enumerate(events):
+        el = ev.element
+        if not ev.delete and el.Revision == stored.revision and el.UpdatedAt == stored.updated_at:
+            start = i + 1
+    return events[start:]
+
+
+def _archive_rows(events: list[_Event], props_of: Any) -> list[dict[str, Any]]:
+    """Archive rows for every upsert event followed by another event of the batch."""
+    rows = []
+    for ev, nxt in zip(events, events[1:], strict=False):
+        if ev.delete:
+            continue
+        el = ev.element
+        props = props_of(el)
+        props["ArchivedAt"] = nxt.time
+        if nxt.delete:
+            props["DeletedAt"] = nxt.time
+        key = archive_key(el.ID, el.Revision, el.UpdatedAt)
+        props["_key"] = key
+        rows.append({"key": key, "props": props})
+    return rows
+
+
+ATTACHED_EDGES_QUERY = (
+    "UNWIND $ids AS id MATCH (n:Node {ID: id})-[e]-() WITH DISTINCT e "
+    "RETURN e.ID AS id, type(e) AS t, startNode(e).ID AS p, endNode(e).ID AS c, "
+    "properties(e) AS props"
+)
+
+
+def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str, Stored],
+                  stored_edges: Mapping[str, Stored],
+                  attached: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> BatchPlan:
+    """Statements applying `mutations` over the stored state.
+
+    `attached` maps a node whose kind label changes to its edges as stored
+    (rows of ATTACHED_EDGES_QUERY); without it such nodes are listed in
+    `needs_attached` and the plan is incomplete.
+    """
+    node_events, edge_events = _group(mutations)
+    plan = BatchPlan()
+    node_relabels: list[dict[str, Any]] = []
+    kept_edges: dict[str, list[dict[str, Any]]] = {}
+    stored_edges = dict(stored_edges)
+
+    node_resets: list[dict[str, Any]] = []     # stored node removed before re-creation
+    node_updates: list[dict[str, Any]] = []
+    node_creates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    node_deletes: list[dict[str, Any]] = []
+    node_archives: list[dict[str, Any]] = []
+    for ident, all_events in node_events.items():
+        stored = stored_nodes.get(ident)
+        events = _remaining(all_events, stored)
+        if not events:
+            continue
+        node_archives.extend(_archive_rows(events, lambda n: node_properties(n)))
+        first, last = events[0], events[-1]
+        first_delete = next((ev.time for ev in events if ev.delete), None)
+        if stored is not None:
+            stored_row = {"ID": ident, "at": first.time,
+                          "deleted": first.time if first.delete else None,
+                          "key": archive_key(ident, stored.revision, stored.updated_at)}
+        if last.delete:
+            if stored is not None:
+                stored_row["edges_at"] = first_delete
+                node_deletes.append(stored_row)
+            continue
+        node = last.element
+        assert isinstance(node, Node)
+        labels = node_labels(node)
+        if stored is not None and first_delete is None and set(labels) != stored.labels:
+            # The kind label changes: the database may not relabel in place
+            # (dialect), so the node is re-created and its edges kept as they are.
+            if attached is None or ident not in attached:
+                plan.needs_attached.append(ident)
+                continue
+            node_relabels.append(stored_row)
+            for row in attached[ident]:
+                if row["id"] in edge_events:
+                    stored_edges.pop(row["id"], None)  # re-created by its own events
+                else:
+                    kept_edges.setdefault(row["t"], []).append(
+                        {"ID": row["id"], "p": row["p"], "c": row["c"], "props": row["props"]})
+            stored = None
+        elif stored is not None and first_delete is not None:
+            stored_row["edges_at"] = first_delete
+            node_resets.append(stored_row)
+            stored = None
+        props = node_properties(node)
+        if stored is None:
+            node_creates.setdefault(labels, []).append({"props": props})
+        else:
+            stored_row["props"] = props
+            node_updates.append(stored_row)
+
+    edge_resets: list[dict[str, Any]] = []
+    edge_updates: dict[str, list[dict[str, Any]]] = {}
+    edge_creates: dict[str, list[dict[str, Any]]] = {}
+    edge_deletes: list[dict[str, Any]] = []
+    edge_archives: list[dict[str, Any]] = []
+    for ident, all_events in edge_events.items():
+        stored = stored_edges.get(ident)
+        events = _remaining(all_events, stored)
+        if not events:
+            continue
+        edge_archives.extend(_archive_rows(events, lambda e: edge_properties(e)))
+        first, last = events[0], events[-1]
+        edge = last.element
+        assert isinstance(edge, Edge)
+        ends = {"ID": ident, "p": edge.Parent, "c": edge.Child}
+        if stored is not None:
+            srow = {**ends, "at": first.time, "deleted": first.time if first.delete else None,
+                    "key": archive_key(ident, stored.revision, stored.updated_at)}
+        rel = relationship_type(edge.relation_type)
+        if last.delete:
+            if stored is not None:
+                edge_deletes.append(srow)
+            continue
+        if stored is not None and (any(ev.delete for ev in events) or stored.rel_type != rel):
+            srow["deleted"] = next((ev.time for ev in events if ev.delete), first.time)
+            edge_resets.append(srow)
+            stored = None
+        props = edge_properties(edge)
+        if stored is None:
+            edge_creates.setdefault(rel, []).append({**ends, "props": props})
+        else:
+            edge_updates.setdefault(rel, []).append({**srow, "props": props})
+
+    # Order matters: removals of stored elements first, then writes, then deletes.
+    plan.add(_EDGE_REMOVE, edge_resets)
+    plan.add(_NODE_EDGES_REMOVE, node_resets)
+    plan.add(_NODE_REMOVE, node_resets)
+    plan.add(_NODE_EDGES_DROP, node_relabels)
+    plan.add(_NODE_REMOVE, node_relabels)
+    plan.add(_NODE_UPDATE, node_updates)
+    for labels, rows in sorted(node_creates.items()):
+        plan.add(_node_create(labels), rows)
+    for rel, rows in sorted(kept_edges.items()):
+        plan.add(_edge_create(rel), rows)
+    plan.add(_NODE_ARCHIVE, node_archives)
+    for rel, rows in sorted(edge_updates.items()):
+        plan.add(_edge_update(rel), rows)
+    for rel, rows in sorted(edge_creates.items()):
+        plan.add(_edge_create(rel), rows, tuple(r["ID"] for r in rows))
+    plan.add(_EDGE_ARCHIVE, edge_archives)
+    plan.add(_EDGE_REMOVE, edge_deletes)
+    plan.add(_NODE_EDGES_REMOVE, node_deletes)
+    plan.add(_NODE_REMOVE, node_deletes)
+    return plan
+
+
+_ARCHIVE_STORED = ("ON CREATE SET a += properties({x}), a._key = row.key, a.ArchivedAt = row.at, "
+                   "a.DeletedAt = row.deleted")
+
+_NODE_UPDATE = (
+    "UNWIND $rows AS row MATCH (n:Node {ID: row.ID}) "
+    "MERGE (a:ArchivedNode {_key: row.key}) " + _ARCHIVE_STORED.format(x="n") + " "
+    "SET n = row.props"
+)
+_NODE_REMOVE = (
+    "UNWIND $rows AS row MATCH (n:Node {ID: row.ID}) "
+    "MERGE (a:ArchivedNode {_key: row.key}) " + _ARCHIVE_STORED.format(x="n") + " "
+    "DELETE n"
+)
+# The edges still attached to a node that goes away end with it.
+_NODE_EDGES_REMOVE = (
+    "UNWIND $rows AS row MATCH (n:Node {ID: row.ID})-[e]-() "
+    "WITH e, min(row.edges_at) AS at "
+    "MERGE (a:ArchivedEdge {_key: e.ID + '/' + toString(e.Revision) + '/' + toString(e.UpdatedAt)}) "
+    "ON CREATE SET a += properties(e), a.RelationType = coalesce(e.RelationType, type(e)), "
+    "a.ArchivedAt = at, a.DeletedAt = at "
+    "DELETE e"
+)
+_NODE_EDGES_DROP = "UNWIND $rows AS row MATCH (n:Node {ID: row.ID})-[e]-() WITH DISTINCT e DELETE e"
+_NODE_ARCHIVE = "UNWIND $rows AS row MERGE (a:ArchivedNode {_key: row.key}) ON CREATE SET a = row.props"
+_EDGE_ARCHIVE = "UNWIND $rows AS row MERGE (a:ArchivedEdge {_key: row.key}) ON CREATE SET a = row.props"
+_EDGE_REMOVE = (
+    "UNWIND $rows AS row MATCH (:Node {ID: row.p})-[e]->(:Node {ID: row.c}) WHERE e.ID = row.ID "
+    "MERGE (a:ArchivedEdge {_key: row.key}) " + _ARCHIVE_STORED.format(x="e") + " "
+    "DELETE e"
+)
+
+
+def _node_create(labels: tuple[str, ...]) -> str:
+    return f"UNWIND $rows AS row CREATE (n:{':'.join(quote(lb) for lb in labels)}) SET n = row.props"
+
+
+def _edge_create(rel: str) -> str:
+    return (f"UNWIND $rows AS row MATCH (a:Node {{ID: row.p}}) MATCH (b:Node {{ID: row.c}}) "
+            f"CREATE (a)-[e:{quote(rel)}]->(b) SET e = row.props RETURN row.ID AS id")
+
+
+def _edge_update(rel: str) -> str:
+    return (f"UNWIND $rows AS row MATCH (:Node {{ID: row.p}})-[e:{quote(rel)}]->(:Node {{ID: row.c}}) "
+            "WHERE e.ID = row.ID MERGE (a:ArchivedEdge {_key: row.key}) "
+            + _ARCHIVE_STORED.format(x="e") + " SET e = row.props")

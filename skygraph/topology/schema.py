@@ -1,0 +1,194 @@
+"""How graph elements map onto a Bolt/Cypher database (docs/graph-model.md).
+
+Pure: labels, relationship types, metadata <-> property encoding and the
+schema statements. The store executes what this module describes; the
+Gremlin translator builds its Cypher from the same names.
+
+- A live node is `(:Node:<Kind>)`; the kind label comes from `Metadata.Type`
+  (every link type is `:Interface`). An unknown type gets `:Node` only.
+- A live edge is a relationship whose type is `RelationType` upper-cased
+  (`ownership` -> `:OWNERSHIP`), from the `Parent` node to the `Child` node.
+- Archived revisions (history) are `(:ArchivedNode)` and `(:ArchivedEdge)`
+  nodes, never `:Node`, so live queries do not see them.
+- Metadata is stored as properties: nested maps flattened with dots
+  (`Ovs.Metric.RxBytes`), lists of one scalar type kept as lists; every other
+  value (null, empty map or list, list of maps, mixed list, a map with a
+  dotted key, an integer beyond int64) is stored as its JSON text, and its
+  path is listed in the `_json` property so reads decode it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+NODE_LABEL = "Node"
+ARCHIVED_NODE_LABEL = "ArchivedNode"
+ARCHIVED_EDGE_LABEL = "ArchivedEdge"
+JSON_KEYS = "_json"
+ARCHIVE_KEY = "_key"
+
+# Element fields stored as properties next to the metadata.
+NODE_FIELDS = ("ID", "Host", "Origin", "CreatedAt", "UpdatedAt", "Revision")
+EDGE_FIELDS = ("ID", "Parent", "Child", "Host", "Origin", "CreatedAt", "UpdatedAt", "Revision")
+HISTORY_FIELDS = ("DeletedAt", "ArchivedAt")
+INTERNAL_PROPERTIES = frozenset(NODE_FIELDS + EDGE_FIELDS + HISTORY_FIELDS + (JSON_KEYS, ARCHIVE_KEY))
+
+# Metadata.Type -> kind label. Types not listed here and not link types get
+# no kind label. Link types (netlink and OVS interface types) map to Interface.
+KIND_LABELS: Mapping[str, str] = {
+    "host": "Host",
+    "netns": "Netns",
+    "ovsbridge": "OvsBridge",
+    "ovsport": "OvsPort",
+    "ofrule": "OfRule",
+    "ofgroup": "OfGroup",
+    "fabric": "Fabric",
+}
+INTERFACE_TYPES = frozenset({
+    "device", "veth", "bridge", "internal", "vxlan", "gre", "gretap", "ip6gre", "ip6gretap",
+    "geneve", "erspan", "ip6erspan", "stt", "lisp", "patch", "tun", "tap", "tuntap",
+    "openvswitch", "bond", "team", "vlan", "dummy", "macvlan", "macvtap", "ipvlan", "ipip",
+    "sit", "ip6tnl", "vrf", "wireguard", "ifb", "nlmon", "vti", "vti6", "xfrm", "loopback",
+    "dpdk", "dpdkr", "dpdkvhostuser", "dpdkvhostuserclient", "system", "can", "vcan", "veth-peer",
+})
+INTERFACE_LABEL = "Interface"
+KIND_LABEL_SET = frozenset(KIND_LABELS.values()) | {INTERFACE_LABEL}
+
+# Relationship types known in advance get an index on their ID at bootstrap.
+KNOWN_RELATION_TYPES = ("ownership", "layer2", "mirroring", "vf", "vlayer2", "connected",
+                        "multipath", "mapping", "networkpolicy")
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_REL_CLEAN = re.compile(r"[^A-Za-z0-9_]")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def kind_label(node_type: str) -> str | None:
+    """The kind label for a node `Type`, or None for an unknown type."""
+    if node_type in KIND_LABELS:
+        return KIND_LABELS[node_type]
+    if node_type in INTERFACE_TYPES:
+        return INTERFACE_LABEL
+    return None
+
+
+def relationship_type(relation_type: str) -> str:
+    """`RelationType` -> Cypher relationship type: upper-cased, other characters as `_`."""
+    cleaned = _REL_CLEAN.sub("_", relation_type.upper())
+    if not cleaned or cleaned[0].isdigit():
+        cleaned = "R_" + cleaned
+    return cleaned
+
+
+def quote(name: str) -> str:
+    """Backquote a label, relationship type or property key for Cypher text."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def check_identifier(name: str) -> str:
+    """Accept only plain identifiers where a label or relationship type is pasted into Cypher."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not a valid Cypher identifier: {name!r}")
+    return name
+
+
+# ---------------------------------------------------------------- properties
+
+def to_properties(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Flatten metadata into Bolt-storable properties (plus `_json` when needed)."""
+    props: dict[str, Any] = {}
+    json_paths: list[str] = []
+    _flatten(metadata, [], props, json_paths)
+    if json_paths:
+        props[JSON_KEYS] = json_paths
+    return props
+
+
+def from_properties(props: Mapping[str, Any]) -> dict[str, Any]:
+    """Rebuild metadata from stored properties (internal properties are skipped)."""
+    meta: dict[str, Any] = {}
+    encoded = props.get(JSON_KEYS) or []
+    json_props = set()
+    for path_text in encoded:
+        path = json.loads(path_text)
+        prop = ".".join(path)
+        json_props.add(prop)
+        if prop in props:
+            _set_path(meta, path, json.loads(props[prop]))
+    for key, value in props.items():
+        if key in INTERNAL_PROPERTIES or key in json_props:
+            continue
+        _set_path(meta, key.split("."), value)
+    return meta
+
+
+def _flatten(value: Mapping[str, Any], path: list[str], props: dict[str, Any],
+             json_paths: list[str]) -> None:
+    for key, item in value.items():
+        sub = [*path, key]
+        if isinstance(item, Mapping) and item and not any("." in k for k in item) \
+                and "." not in key:
+            _flatten(item, sub, props, json_paths)
+        elif "." not in key and _storable(item):
+            props[".".join(sub)] = list(item) if isinstance(item, (list, tuple)) else item
+        else:
+            props[".".join(sub)] = json.dumps(item, separators=(",", ":"), sort_keys=True)
+            json_paths.append(json.dumps(sub, separators=(",", ":")))
+
+
+def _storable(value: Any) -> bool:
+    """True when Bolt can store `value` as a property and give it back unchanged."""
+    if isinstance(value, bool | str | float):
+        return True
+    if isinstance(value, int):
+        return INT64_MIN <= value <= INT64_MAX
+    if isinstance(value, (list, tuple)) and value:
+        first = type(value[0])
+        if first not in (str, bool, int, float) or any(type(v) is not first for v in value):
+            return False
+        return first is not int or all(INT64_MIN <= v <= INT64_MAX for v in value)
+    return False
+
+
+def _set_path(meta: dict[str, Any], path: list[str], value: Any) -> None:
+    cur = meta
+    for part in path[:-1]:
+        nxt = cur.get(part)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[part] = nxt
+        cur = nxt
+    cur[path[-1]] = value
+
+
+# ---------------------------------------------------------------- schema DDL
+
+def schema_statements() -> list[str]:
+    """Constraints and indexes, idempotent (`IF NOT EXISTS`), in Neo4j 5 syntax."""
+    stmts = [
+        "CREATE CONSTRAINT node_id IF NOT EXISTS FOR (n:Node) REQUIRE n.ID IS UNIQUE",
+        "CREATE CONSTRAINT archived_node_key IF NOT EXISTS "
+        "FOR (n:ArchivedNode) REQUIRE n._key IS UNIQUE",
+        "CREATE CONSTRAINT archived_edge_key IF NOT EXISTS "
+        "FOR (n:ArchivedEdge) REQUIRE n._key IS UNIQUE",
+    ]
+    for prop in ("Name", "Type", "TID", "MAC", "Host"):
+        stmts.append(f"CREATE INDEX node_{prop.lower()} IF NOT EXISTS FOR (n:Node) ON (n.{prop})")
+    for prop in ("ID", "ArchivedAt"):
+        stmts.append(f"CREATE INDEX archived_node_{prop.lower()} IF NOT EXISTS "
+                     f"FOR (n:ArchivedNode) ON (n.{prop})")
+    for prop in ("ID", "Parent", "Child", "ArchivedAt"):
+        stmts.append(f"CREATE INDEX archived_edge_{prop.lower()} IF NOT EXISTS "
+                     f"FOR (n:ArchivedEdge) ON (n.{prop})")
+    for rel in KNOWN_RELATION_TYPES:
+        stmts.append(relationship_index_statement(relationship_type(rel)))
+    return stmts
+
+
+def relationship_index_statement(rel_type: str) -> str:
+    check_identifier(rel_type)
+    return (f"CREATE INDEX rel_{rel_type.lower()}_id IF NOT EXISTS "
+            f"FOR ()-[r:{quote(rel_type)}]-() ON (r.ID)")

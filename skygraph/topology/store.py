@@ -1,0 +1,355 @@
+"""The graph store: the one module that talks to the Bolt database (neo4j driver).
+
+- `GraphStore`: connection, schema bootstrap, applying a batch of mutations in
+  one transaction (plans from batch.py), reads of the live graph and of its
+  history (time point and time slice, see history.py).
+- `BatchWriter`: the ordered, batched, retrying writer in front of it, with a
+  bounded queue (producers wait when it is full; nothing is dropped) and
+  deferral of edges whose endpoints are not in the graph yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import neo4j
+from neo4j import AsyncGraphDatabase
+from neo4j import exceptions as neo_errors
+
+from skygraph.topology import history
+from skygraph.topology.batch import (
+    ATTACHED_EDGES_QUERY, STORED_EDGES_QUERY, STORED_NODES_QUERY, Stored, compile_batch, touched,
+)
+from skygraph.topology.dialect import Dialect, detect
+from skygraph.topology.errors import StoreError
+from skygraph.topology.model import Edge, Node
+from skygraph.topology.mutations import (
+    EdgeAdded, EdgeDeleted, EdgeUpdated, NodeAdded, NodeUpdated, StoreMutation,
+)
+from skygraph.topology.schema import relationship_index_statement, schema_statements
+
+log = logging.getLogger("skygraph.store")
+
+# Errors after which the same transaction may succeed: the database restarting
+# or unreachable, lock conflicts, and (ArcadeDB) MERGE races on a unique key.
+RETRYABLE = (neo_errors.ServiceUnavailable, neo_errors.SessionExpired,
+             neo_errors.TransientError, neo_errors.ConstraintError,
+             neo_errors.IncompleteCommit, ConnectionError, OSError)
+
+Records = list[dict[str, Any]]
+ReadFn = Callable[[str, dict[str, Any], float | None], Awaitable[Records]]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    statements: int
+    missing_edges: tuple[str, ...]  # edges not written: an endpoint is not in the graph
+
+
+class GraphStore:
+    def __init__(self, driver: neo4j.AsyncDriver, database: str | None, dialect: Dialect,
+                 uri: str) -> None:
+        self._driver = driver
+        self.database = database
+        self.dialect = dialect
+        self.uri = uri
+        self._rel_indexes: set[str] = set()
+
+    @classmethod
+    async def open(cls, uri: str, user: str, password: str, database: str | None = None,
+                   wait: float = 30.0) -> GraphStore:
+        """Connect, waiting up to `wait` seconds for the server to answer."""
+        driver = AsyncGraphDatabase.driver(uri, auth=(user, password),
+                                           max_transaction_retry_time=5.0)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                info = await driver.get_server_info()
+                await driver.execute_query("RETURN 1", database_=database)
+                break
+            except neo_errors.AuthError as exc:
+                await driver.close()
+                raise StoreError(f"graph database {uri}: authentication failed for "
+                                 f"user {user!r}: {exc.message}") from exc
+            except (neo_errors.ServiceUnavailable, neo_errors.TransientError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    await driver.close()
+                    raise StoreError(f"graph database {uri} does not answer after {wait:.0f}s: "
+                                     f"{exc}") from exc
+                await asyncio.sleep(0.2)
+        return cls(driver, database, detect(info.agent), uri)
+
+    async def close(self) -> None:
+        await self._driver.close()
+
+    # ------------------------------------------------------------ schema
+    async def bootstrap(self) -> None:
+        """Create constraints and indexes (idempotent)."""
+        for stmt in schema_statements():
+            await self.run(stmt)
+        self._rel_indexes.update(_rel_of(s) for s in schema_statements() if "()-[r:" in s)
+
+    async def _ensure_relationship_indexes(self, mutations: Sequence[StoreMutation]) -> None:
+        from skygraph.topology.schema import relationship_type
+        for m in mutations:
+            if isinstance(m, (EdgeAdded, EdgeUpdated)):
+                rel = relationship_type(m.edge.relation_type)
+                if rel not in self._rel_indexes:
+                    await self.run(relationship_index_statement(rel))
+                    self._rel_indexes.add(rel)
+
+    # ------------------------------------------------------------ raw access
+    async def run(self, cypher: str, params: dict[str, Any] | None = None,
+                  timeout: float | None = None) -> Records:
+        """Run one auto-committed statement and return its records as dicts."""
+        async with self._driver.session(database=self.database) as session:
+            result = await session.run(neo4j.Query(cypher, timeout=timeout), params or {})
+            return [r.data() for r in await result.fetch(2**31 - 1)]
+
+    async def read(self, cypher: str, params: dict[str, Any], timeout: float | None = None
+                   ) -> Records:
+        """Run a read query in a read transaction (the seam the Gremlin translator uses)."""
+        async def work(tx: neo4j.AsyncManagedTransaction) -> Records:
+            result = await tx.run(cypher, params)
+            return [r.data() async for r in result]
+        async with self._driver.session(database=self.database) as session:
+            return await session.execute_read(
+                neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
+
+    # ------------------------------------------------------------ writes
+    async def apply(self, mutations: Sequence[StoreMutation]) -> ApplyResult:
+        """Apply `mutations` in one transaction. Raises the driver's errors."""
+        await self._ensure_relationship_indexes(mutations)
+        node_ids, edge_rows = touched(mutations)
+
+        async def work(tx: neo4j.AsyncManagedTransaction) -> ApplyResult:
+            stored_nodes = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, frozenset(r["l"]))
+                            for r in await _fetch(tx, STORED_NODES_QUERY, {"ids": node_ids})}
+            stored_edges = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, rel_type=r["t"])
+                            for r in await _fetch(tx, STORED_EDGES_QUERY, {"rows": edge_rows})}
+            plan = compile_batch(mutations, stored_nodes, stored_edges)
+            if plan.needs_attached:
+                attached: dict[str, list[dict[str, Any]]] = {i: [] for i in plan.needs_attached}
+                for row in await _fetch(tx, ATTACHED_EDGES_QUERY, {"ids": plan.needs_attached}):
+                    for end in (row["p"], row["c"]):
+                        if end in attached:
+                            attached[end].append(row)
+                plan = compile_batch(mutations, stored_nodes, stored_edges, attached)
+            missing: list[str] = []
+            for stmt in plan.statements:
+                records = await _fetch(tx, stmt.cypher, stmt.params)
+                if stmt.creates_edges:
+                    written = {r["id"] for r in records}
+                    missing.extend(i for i in stmt.creates_edges if i not in written)
+            return ApplyResult(len(plan.statements), tuple(missing))
+
+        async with self._driver.session(database=self.database) as session:
+            return await session.execute_write(work)
+
+    async def clear(self) -> None:
+        """Delete every element and all history (tests, `graph import --replace`)."""
+        for label in ("Node", "ArchivedNode", "ArchivedEdge"):
+            await self.run(f"MATCH (n:{label}) DETACH DELETE n")
+
+    # ------------------------------------------------------------ reads
+    async def graph(self, at: int | None = None) -> tuple[list[Node], list[Edge]]:
+        """The live graph, or the graph as it was at `at` (ms epoch)."""
+        if at is None:
+            nodes = await self.read(history.LIVE_NODES, {})
+            edges = await self.read(history.LIVE_EDGES, {})
+        else:
+            nodes = await self.read(history.NODES_AT, {"t": at})
+            edges = await self.read(history.EDGES_AT, {"t": at})
+        return ([history.node_from_record(r) for r in nodes],
+                [history.edge_from_record(r) for r in edges])
+
+    async def revisions(self, start: int, end: int) -> tuple[list[Node], list[Edge]]:
+        """Every revision alive at some instant of [start, end] (a time slice)."""
+        params = {"start": start, "end": end}
+        nodes = await self.read(history.NODES_IN, params)
+        edges = await self.read(history.EDGES_IN, params)
+        return ([history.node_from_record(r) for r in nodes],
+                [history.edge_from_record(r) for r in edges])
+
+    async def node(self, ident: str, at: int | None = None) -> Node | None:
+        query = history.NODE_LIVE if at is None else history.NODE_AT
+        rows = await self.read(query, {"id": ident, "t": at})
+        return history.node_from_record(rows[0]) if rows else None
+
+
+async def _fetch(tx: neo4j.AsyncManagedTransaction, cypher: str, params: dict[str, Any]
+                 ) -> Records:
+    result = await tx.run(cypher, params)
+    return [r.data() async for r in result]
+
+
+def _rel_of(stmt: str) -> str:
+    return stmt.split("()-[r:`", 1)[1].split("`", 1)[0]
+
+
+# ==================================================================== writer
+
+@dataclass
+class WriterStats:
+    accepted: int = 0
+    written: int = 0
+    batches: int = 0
+    retries: int = 0
+    pending_edges: int = 0
+    dropped_edges: int = 0
+    rejected: int = 0
+    last_error: str = ""
+    rejected_details: list[str] = field(default_factory=list)
+
+
+class BatchWriter:
+    """Ordered, batched writes with bounded delay and size, retries and backpressure.
+
+    `submit` returns once the mutation is accepted (queued); accepted mutations
+    are written in order, retried until the database takes them (it may
+    restart meanwhile), and never dropped, except an edge whose endpoints never
+    appear within `pending_edge_ttl` seconds (logged and counted).
+    """
+
+    def __init__(self, store: GraphStore, max_batch: int = 2000, max_delay: float = 0.05,
+                 max_queue: int = 100_000, pending_edge_ttl: float = 300.0,
+                 max_pending_edges: int = 100_000, max_backoff: float = 5.0) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self.pending_edge_ttl = pending_edge_ttl
+        self.max_pending_edges = max_pending_edges
+        self.max_backoff = max_backoff
+        self.stats = WriterStats()
+        self._queue: asyncio.Queue[StoreMutation] = asyncio.Queue(max_queue)
+        self._pending: dict[str, tuple[StoreMutation, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._done = asyncio.Condition()
+        self._committed = 0
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="skygraph-writer")
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Write what was accepted (up to `timeout`), then stop."""
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            log.error("writer: %d accepted mutations not written at stop (database unreachable: "
+                      "%s)", self.stats.accepted - self._committed, self.stats.last_error)
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    async def submit(self, mutation: StoreMutation) -> None:
+        """Accept a mutation; waits while the queue is full (backpressure)."""
+        await self._queue.put(mutation)
+        self.stats.accepted += 1
+
+    async def submit_all(self, mutations: Sequence[StoreMutation]) -> None:
+        for m in mutations:
+            await self.submit(m)
+
+    async def flush(self) -> None:
+        """Return when every mutation accepted so far is in the database."""
+        target = self.stats.accepted
+        async with self._done:
+            await self._done.wait_for(lambda: self._committed >= target)
+
+    # ------------------------------------------------------------ internals
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self.max_delay
+            while len(batch) < self.max_batch:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            await self._write(batch)
+            async with self._done:
+                self._committed += len(batch)
+                self._done.notify_all()
+
+    async def _write(self, batch: list[StoreMutation]) -> None:
+        retried = self._due_pending(batch)
+        full = batch + retried
+        missing = await self._apply_retrying(full)
+        self.stats.written += len(batch)
+        self.stats.batches += 1
+        self._track_pending(full, missing)
+
+    async def _apply_retrying(self, batch: list[StoreMutation]) -> set[str]:
+        backoff = 0.05
+        while True:
+            try:
+                return set((await self.store.apply(batch)).missing_edges)
+            except RETRYABLE as exc:
+                self.stats.retries += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("writer: batch of %d not written yet (%s); retrying in %.2fs",
+                            len(batch), self.stats.last_error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            except neo_errors.Neo4jError as exc:
+                # A permanent error: find the mutation responsible by halving.
+                if len(batch) == 1:
+                    detail = f"{_describe(batch[0])}: {type(exc).__name__}: {exc.message}"
+                    log.error("writer: rejected by the database: %s", detail)
+                    self.stats.rejected += 1
+                    self.stats.rejected_details = [*self.stats.rejected_details[-99:], detail]
+                    return set()
+                half = len(batch) // 2
+                return (await self._apply_retrying(batch[:half])
+                        | await self._apply_retrying(batch[half:]))
+
+    def _due_pending(self, batch: list[StoreMutation]) -> list[StoreMutation]:
+        """Deferred edges to try again: an endpoint appears in this batch."""
+        if not self._pending:
+            return []
+        added = {m.node.ID for m in batch if isinstance(m, (NodeAdded, NodeUpdated))}
+        in_batch = {m.edge.ID for m in batch if isinstance(m, (EdgeAdded, EdgeUpdated, EdgeDeleted))}
+        due = []
+        for ident, (m, _) in list(self._pending.items()):
+            if ident in in_batch:
+                del self._pending[ident]  # superseded by the batch's own event
+                continue
+            assert isinstance(m, (EdgeAdded, EdgeUpdated))
+            if m.edge.Parent in added or m.edge.Child in added:
+                due.append(m)
+                del self._pending[ident]
+        return due
+
+    def _track_pending(self, batch: list[StoreMutation], missing: set[str]) -> None:
+        now = time.monotonic()
+        for m in batch:
+            if isinstance(m, (EdgeAdded, EdgeUpdated)) and m.edge.ID in missing:
+                first = self._pending.get(m.edge.ID, (m, now))[1]
+                self._pending[m.edge.ID] = (m, first)
+        for ident, (m, first) in list(self._pending.items()):
+            if now - first > self.pending_edge_ttl or len(self._pending) > self.max_pending_edges:
+                del self._pending[ident]
+                self.stats.dropped_edges += 1
+                log.error("writer: dropped %s: its endpoints did not appear within %.0fs",
+                          _describe(m), self.pending_edge_ttl)
+        self.stats.pending_edges = len(self._pending)
+
+
+def _describe(m: StoreMutation) -> str:
+    if isinstance(m, (EdgeAdded, EdgeUpdated, EdgeDeleted)):
+        return f"{type(m).__name__} edge {m.edge.ID} ({m.edge.Parent} -> {m.edge.Child})"
+    return f"{type(m).__name__} node {m.node.ID}"
