@@ -40,6 +40,15 @@ STORED_EDGES_QUERY = (
     "UNWIND $rows AS row MATCH (a:Node {ID: row.p})-[e]->(b:Node {ID: row.c}) "
     "WHERE e.ID = row.id RETURN e.ID AS id, e.UpdatedAt AS u, e.Revision AS r, type(e) AS t"
 )
+# For elements not live: when were they last deleted (stale events come before that).
+DELETED_NODES_QUERY = (
+    "UNWIND $ids AS id MATCH (a:ArchivedNode {ID: id}) WHERE a.DeletedAt IS NOT NULL "
+    "RETURN id, max(a.DeletedAt) AS d"
+)
+DELETED_EDGES_QUERY = (
+    "UNWIND $ids AS id MATCH (a:ArchivedEdge {ID: id}) WHERE a.DeletedAt IS NOT NULL "
+    "RETURN id, max(a.DeletedAt) AS d"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,12 @@ class Stored:
     revision: int
     labels: frozenset[str] = frozenset()
     rel_type: str = ""
+    # Set when the element is not live: the time of its last deletion.
+    deleted_at: int | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.deleted_at is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +149,22 @@ def _group(mutations: Sequence[StoreMutation]) -> tuple[dict[str, list[_Event]],
 
 
 def _remaining(events: list[_Event], stored: Stored | None) -> list[_Event]:
+    """The events not older than what is stored (a replayed or stale prefix is dropped)."""
     if stored is None:
         return events
     start = 0
     for i, ev in enumerate(events):
-        el = ev.element
-        if not ev.delete and el.Revision == stored.revision and el.UpdatedAt == stored.updated_at:
+        if _stale(ev, stored):
             start = i + 1
     return events[start:]
+
+
+def _stale(ev: _Event, stored: Stored) -> bool:
+    if stored.deleted_at is not None:
+        return ev.time <= stored.deleted_at
+    if ev.delete:
+        return ev.time < stored.updated_at
+    return (ev.element.UpdatedAt, ev.element.Revision) <= (stored.updated_at, stored.revision)
 
 
 def _archive_rows(events: list[_Event], props_of: Any) -> list[dict[str, Any]]:
@@ -193,6 +216,8 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
         events = _remaining(all_events, stored)
         if not events:
             continue
+        if stored is not None and not stored.live:
+            stored = None
         node_archives.extend(_archive_rows(events, lambda n: node_properties(n)))
         first, last = events[0], events[-1]
         first_delete = next((ev.time for ev in events if ev.delete), None)
@@ -243,6 +268,8 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
         events = _remaining(all_events, stored)
         if not events:
             continue
+        if stored is not None and not stored.live:
+            stored = None
         edge_archives.extend(_archive_rows(events, lambda e: edge_properties(e)))
         first, last = events[0], events[-1]
         edge = last.element

@@ -23,7 +23,8 @@ from neo4j import exceptions as neo_errors
 
 from skygraph.topology import history
 from skygraph.topology.batch import (
-    ATTACHED_EDGES_QUERY, STORED_EDGES_QUERY, STORED_NODES_QUERY, Stored, compile_batch, touched,
+    ATTACHED_EDGES_QUERY, DELETED_EDGES_QUERY, DELETED_NODES_QUERY, STORED_EDGES_QUERY,
+    STORED_NODES_QUERY, Stored, compile_batch, touched,
 )
 from skygraph.topology.dialect import Dialect, detect
 from skygraph.topology.errors import StoreError
@@ -132,6 +133,14 @@ class GraphStore:
                             for r in await _fetch(tx, STORED_NODES_QUERY, {"ids": node_ids})}
             stored_edges = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, rel_type=r["t"])
                             for r in await _fetch(tx, STORED_EDGES_QUERY, {"rows": edge_rows})}
+            for query, ids, stored in (
+                    (DELETED_NODES_QUERY, [i for i in node_ids if i not in stored_nodes],
+                     stored_nodes),
+                    (DELETED_EDGES_QUERY, [r["id"] for r in edge_rows if r["id"] not in
+                                           stored_edges], stored_edges)):
+                if ids:
+                    for r in await _fetch(tx, query, {"ids": ids}):
+                        stored[r["id"]] = Stored(0, 0, deleted_at=r["d"])
             plan = compile_batch(mutations, stored_nodes, stored_edges)
             if plan.needs_attached:
                 attached: dict[str, list[dict[str, Any]]] = {i: [] for i in plan.needs_attached}

@@ -1,0 +1,158 @@
+"""The `skygraph` command: subcommands wired to the parts of the package."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from skygraph import __version__
+from skygraph.config import Config, ConfigError, load, override
+from skygraph.topology.errors import TopologyError
+
+log = logging.getLogger("skygraph")
+
+
+def _graph_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("graph database (default: the embedded server)")
+    g.add_argument("--graph-uri", help="Bolt URI of a Neo4j 5 server, e.g. bolt://host:7687 "
+                                       "(env SKYGRAPH_GRAPH_URI)")
+    g.add_argument("--graph-user", help="user (env SKYGRAPH_GRAPH_USER)")
+    g.add_argument("--graph-password", help="password (env SKYGRAPH_GRAPH_PASSWORD)")
+    g.add_argument("--graph-database", help="database name (env SKYGRAPH_GRAPH_DATABASE)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="skygraph", description="Network topology and flow "
+                                "analyzer on a Neo4j graph")
+    p.add_argument("-c", "--conf", help="configuration file (YAML, or TOML by extension)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default from config: INFO)")
+    p.add_argument("--version", action="version", version=f"skygraph {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    a = sub.add_parser("analyzer", help="run the analyzer (graph store + HTTP API)")
+    a.add_argument("--listen", help="HOST:PORT of the HTTP API (default 127.0.0.1:8082)")
+    _graph_flags(a)
+
+    g = sub.add_parser("graph", help="import or export the topology (Skydive JSON)")
+    gs = g.add_subparsers(dest="graph_command", required=True, metavar="ACTION")
+    gi = gs.add_parser("import", help="load {\"Nodes\": [...], \"Edges\": [...]} into the graph")
+    gi.add_argument("file", help="topology JSON file, or - for standard input")
+    gi.add_argument("--replace", action="store_true",
+                    help="delete the whole graph and its history first")
+    _graph_flags(gi)
+    ge = gs.add_parser("export", help="write the topology as Skydive JSON")
+    ge.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
+    ge.add_argument("--at", help="the graph as it was at this time: ms or s since the epoch, "
+                                 "or ISO 8601 (2026-11-20T10:00:00+00:00)")
+    _graph_flags(ge)
+
+    try:
+        from skygraph.capture import offline
+    except ImportError:  # pragma: no cover - capture is part of the package
+        offline = None  # type: ignore[assignment]
+    if offline is not None and hasattr(offline, "add_arguments"):
+        f = sub.add_parser("flows", help="decode a pcap file into flows (offline)")
+        offline.add_arguments(f)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = load(args.conf)
+    except ConfigError as exc:
+        print(f"skygraph: config: {exc}", file=sys.stderr)
+        return 2
+    level = (args.log_level or cfg.logging.level).upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if hasattr(args, "graph_uri"):
+        cfg = override(cfg, uri=args.graph_uri, user=args.graph_user,
+                       password=args.graph_password, database=args.graph_database)
+    try:
+        if args.command == "analyzer":
+            return _analyzer(cfg, args)
+        if args.command == "graph":
+            return asyncio.run(_graph(cfg, args))
+        if args.command == "flows":
+            from skygraph.capture import offline
+            return offline.run(args)
+    except (ConfigError, TopologyError, OSError, ValueError, RuntimeError) as exc:
+        print(f"skygraph: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _analyzer(cfg: Config, args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from skygraph import analyzer
+    if args.listen:
+        analyzer.parse_listen(args.listen, "--listen")
+        cfg = dataclasses.replace(cfg, analyzer=dataclasses.replace(cfg.analyzer,
+                                                                    listen=args.listen))
+    asyncio.run(analyzer.run(cfg))
+    return 0
+
+
+async def _graph(cfg: Config, args: argparse.Namespace) -> int:
+    from skygraph.analyzer import graph_connection
+    from skygraph.topology import snapshot
+    from skygraph.topology.graph import Graph
+    from skygraph.topology.mutations import EdgeAdded, NodeAdded
+    from skygraph.topology.store import BatchWriter
+
+    if args.graph_command == "import":
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        nodes, edges = snapshot.parse(text, args.file)
+        graph = Graph()
+        mutations = []
+        for n in nodes:
+            mutations.extend(graph.apply_nowait(NodeAdded(n)))
+        for e in edges:
+            mutations.extend(graph.apply_nowait(EdgeAdded(e)))
+        async with graph_connection(cfg) as handle:
+            if args.replace:
+                await handle.store.clear()
+            writer = BatchWriter(handle.store)
+            await writer.start()
+            await writer.submit_all(mutations)
+            await writer.stop()
+            if writer.stats.rejected:
+                print("\n".join(writer.stats.rejected_details), file=sys.stderr)
+                return 1
+        print(f"imported {len(nodes)} nodes and {len(edges)} edges", file=sys.stderr)
+        return 0
+    at = parse_time(args.at) if args.at else None
+    async with graph_connection(cfg) as handle:
+        nodes, edges = await handle.store.graph(at)
+    text = json.dumps(snapshot.to_json(nodes, edges), indent=2) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
+
+
+def parse_time(text: str) -> int:
+    """ms since the epoch from `text`: an integer (s if <= 2^31-1, else ms) or ISO 8601."""
+    from datetime import datetime
+    if text.lstrip("-").isdigit():
+        value = int(text)
+        return value * 1000 if value <= 2**31 - 1 else value
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1000)
+    except ValueError:
+        raise ValueError(f"--at: expected epoch seconds/milliseconds or ISO 8601, "
+                         f"got {text!r}") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
