@@ -98,17 +98,19 @@ def load(path: str | None = None, env: typing.Mapping[str, str] | None = None) -
                               f"{exc}") from exc
     cfg = build(Config, raw, "")
     env = os.environ if env is None else env
-    graph_env = {k: env[f"SKYGRAPH_GRAPH_{k.upper()}"] for k in ("uri", "user", "password",
-                 "database") if f"SKYGRAPH_GRAPH_{k.upper()}" in env}
-    if graph_env:
-        cfg = dataclasses.replace(cfg, graph=dataclasses.replace(cfg.graph, **graph_env))
-    return cfg
+    return override(cfg, **{k: env.get(f"SKYGRAPH_GRAPH_{k.upper()}")
+                            for k in ("uri", "user", "password", "database")})
 
 
-def override(cfg: Config, **graph: str | None) -> Config:
-    """Apply command-line graph flags (None = not given)."""
-    given = {k: v for k, v in graph.items() if v is not None}
-    return dataclasses.replace(cfg, graph=dataclasses.replace(cfg.graph, **given)) if given else cfg
+def override(cfg: Config, uri: str | None = None, user: str | None = None,
+             password: str | None = None, database: str | None = None) -> Config:
+    """Apply graph settings given on the command line or in the environment (None = not given)."""
+    g = cfg.graph
+    graph = dataclasses.replace(g, uri=g.uri if uri is None else uri,
+                                user=g.user if user is None else user,
+                                password=g.password if password is None else password,
+                                database=g.database if database is None else database)
+    return dataclasses.replace(cfg, graph=graph)
 
 
 T = typing.TypeVar("T")

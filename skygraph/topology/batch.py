@@ -20,17 +20,22 @@ Archived revisions are keyed `ID/Revision/UpdatedAt`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import (
-    EdgeAdded, EdgeDeleted, EdgeUpdated, NodeAdded, NodeDeleted, NodeUpdated, StoreMutation,
+    EdgeAdded,
+    EdgeDeleted,
+    EdgeUpdated,
+    NodeAdded,
+    NodeDeleted,
+    NodeUpdated,
+    StoreMutation,
 )
-from skygraph.topology.schema import (
-    NODE_LABEL, kind_label, quote, relationship_type, to_properties,
-)
+from skygraph.topology.schema import NODE_LABEL, kind_label, quote, relationship_type, to_properties
 
 STORED_NODES_QUERY = (
     "UNWIND $ids AS id MATCH (n:Node {ID: id}) "
@@ -170,7 +175,7 @@ def _stale(ev: _Event, stored: Stored) -> bool:
 def _archive_rows(events: list[_Event], props_of: Any) -> list[dict[str, Any]]:
     """Archive rows for every upsert event followed by another event of the batch."""
     rows = []
-    for ev, nxt in zip(events, events[1:], strict=False):
+    for ev, nxt in itertools.pairwise(events):
         if ev.delete:
             continue
         el = ev.element

@@ -4,13 +4,16 @@ Everything else is written once, in Cypher both accept (Neo4j 5 syntax, no
 APOC, no pattern expressions in `size()`), and the code takes the path that
 works on both:
 
-| difference | Neo4j 5 | ArcadeDB 26 | what skygraph does |
-|---|---|---|---|
-| add/remove a label after creation | works | ConstraintError (labels are the vertex type) | nodes are CREATEd with all their labels; a kind change re-creates the node and its edges (batch.py) |
-| two transactions MERGE one unique key | serialised | ConstraintError | the writer retries ConstraintError |
-| MERGE on two labels | uses the index | does not use the constraint index (~200 nodes/s) | MERGE only on the constrained label |
-| plain DELETE of a node with edges | ClientError | DatabaseError | edges are archived and deleted first |
-| FULLTEXT indexes | yes | no | only RANGE indexes |
+- Labels after creation: Neo4j adds and removes them; ArcadeDB raises
+  ConstraintError (labels are the vertex type). skygraph CREATEs nodes with
+  all their labels; a kind change re-creates the node and its edges (batch.py).
+- Two transactions MERGE one unique key: Neo4j serialises them; ArcadeDB
+  raises ConstraintError. The writer retries ConstraintError.
+- MERGE on two labels: ArcadeDB does not use the constraint index (~200
+  nodes/s). skygraph MERGEs only on the constrained label.
+- Plain DELETE of a node with edges: ClientError on Neo4j, DatabaseError on
+  ArcadeDB. skygraph archives and deletes the edges first.
+- FULLTEXT indexes: ArcadeDB has none. skygraph uses RANGE indexes only.
 """
 
 from __future__ import annotations

@@ -21,8 +21,17 @@ from skygraph.topology.bus import EventBus
 from skygraph.topology.errors import NotFoundError, ValidationError
 from skygraph.topology.model import OWNERSHIP, Edge, Node, validate_edge, validate_node
 from skygraph.topology.mutations import (
-    EdgeAdded, EdgeDeleted, EdgePartiallyUpdated, EdgeUpdated, Mutation, NodeAdded,
-    NodeDeleted, NodePartiallyUpdated, NodeUpdated, StoreMutation, apply_ops,
+    EdgeAdded,
+    EdgeDeleted,
+    EdgePartiallyUpdated,
+    EdgeUpdated,
+    Mutation,
+    NodeAdded,
+    NodeDeleted,
+    NodePartiallyUpdated,
+    NodeUpdated,
+    StoreMutation,
+    apply_ops,
 )
 
 

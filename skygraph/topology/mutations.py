@@ -75,7 +75,7 @@ StoreMutation = NodeAdded | NodeUpdated | NodeDeleted | EdgeAdded | EdgeUpdated 
 
 def apply_ops(metadata: dict[str, Any], ops: tuple[MetadataOp, ...]) -> dict[str, Any]:
     """Return a copy of `metadata` with the partial-update operations applied."""
-    out = _deep_copy(metadata)
+    out: dict[str, Any] = _deep_copy(metadata)
     for op in ops:
         path = op.key.split(".")
         cur = out

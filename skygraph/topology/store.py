@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,14 +24,25 @@ from neo4j import exceptions as neo_errors
 
 from skygraph.topology import history
 from skygraph.topology.batch import (
-    ATTACHED_EDGES_QUERY, DELETED_EDGES_QUERY, DELETED_NODES_QUERY, STORED_EDGES_QUERY,
-    STORED_NODES_QUERY, Stored, compile_batch, touched,
+    ATTACHED_EDGES_QUERY,
+    DELETED_EDGES_QUERY,
+    DELETED_NODES_QUERY,
+    STORED_EDGES_QUERY,
+    STORED_NODES_QUERY,
+    Stored,
+    compile_batch,
+    touched,
 )
 from skygraph.topology.dialect import Dialect, detect
 from skygraph.topology.errors import StoreError
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import (
-    EdgeAdded, EdgeDeleted, EdgeUpdated, NodeAdded, NodeUpdated, StoreMutation,
+    EdgeAdded,
+    EdgeDeleted,
+    EdgeUpdated,
+    NodeAdded,
+    NodeUpdated,
+    StoreMutation,
 )
 from skygraph.topology.schema import relationship_index_statement, schema_statements
 
@@ -255,10 +267,8 @@ class BatchWriter:
             log.error("writer: %d accepted mutations not written at stop (database unreachable: "
                       "%s)", self.stats.accepted - self._committed, self.stats.last_error)
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         self._task = None
 
     async def submit(self, mutation: StoreMutation) -> None:
@@ -332,7 +342,7 @@ class BatchWriter:
             return []
         added = {m.node.ID for m in batch if isinstance(m, (NodeAdded, NodeUpdated))}
         in_batch = {m.edge.ID for m in batch if isinstance(m, (EdgeAdded, EdgeUpdated, EdgeDeleted))}
-        due = []
+        due: list[StoreMutation] = []
         for ident, (m, _) in list(self._pending.items()):
             if ident in in_batch:
                 del self._pending[ident]  # superseded by the batch's own event

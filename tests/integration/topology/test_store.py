@@ -6,9 +6,7 @@ import asyncio
 
 from skygraph.topology.graph import Graph
 from skygraph.topology.model import Edge, Node
-from skygraph.topology.mutations import (
-    EdgeAdded, EdgeDeleted, NodeAdded, NodeDeleted, NodeUpdated,
-)
+from skygraph.topology.mutations import EdgeAdded, EdgeDeleted, NodeAdded, NodeDeleted, NodeUpdated
 from skygraph.topology.store import BatchWriter, GraphStore
 from tests.conftest import open_store, run
 

@@ -10,7 +10,12 @@ from skygraph.topology.errors import NotFoundError, ValidationError
 from skygraph.topology.graph import Graph
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import (
-    EdgeAdded, EdgeDeleted, MetadataOp, NodeAdded, NodeDeleted, NodePartiallyUpdated,
+    EdgeAdded,
+    EdgeDeleted,
+    MetadataOp,
+    NodeAdded,
+    NodeDeleted,
+    NodePartiallyUpdated,
     NodeUpdated,
 )
 
@@ -73,11 +78,11 @@ def test_updates_bump_revision_and_time():
 def test_errors_name_what_is_missing():
     g = Graph(clock=lambda: 1)
     g.apply_nowait(NodeAdded(host("h")))
-    with pytest.raises(ValidationError, match="edge o: field 'Child': node nope does not exist"):
+    with pytest.raises(ValidationError, match=r"edge o: field 'Child': node nope does not exist"):
         g.apply_nowait(EdgeAdded(own("o", "h", "nope")))
     with pytest.raises(NotFoundError, match="node ghost does not exist"):
         g.apply_nowait(NodeUpdated(host("ghost")))
-    with pytest.raises(ValidationError, match="Metadata.Name"):
+    with pytest.raises(ValidationError, match=r"Metadata\.Name"):
         g.apply_nowait(NodeUpdated(Node("h", {"Type": "host"})))
 
 

@@ -3,9 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from skygraph.topology.schema import (
-    from_properties, kind_label, quote, relationship_type, to_properties,
-)
+from skygraph.topology.schema import from_properties, kind_label, quote, relationship_type, to_properties
 
 json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=8) \
     | st.floats(allow_nan=False, allow_infinity=False)

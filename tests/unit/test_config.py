@@ -1,0 +1,47 @@
+"""Config errors name the key; environment and flags override the file."""
+
+import pytest
+
+from skygraph.config import ConfigError, load, override
+
+
+def write(tmp_path, text, name="skygraph.yml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_without_a_file():
+    cfg = load(None, env={})
+    assert cfg.analyzer.listen == "127.0.0.1:8082"
+    assert cfg.graph.uri == ""
+    assert cfg.graph.embedded.bolt_port == 7687
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"graph.embedded.bolt_prot: unknown key"):
+        load(write(tmp_path, "graph:\n  embedded:\n    bolt_prot: 1\n"), env={})
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"graph.writer.max_batch: expected an integer, got 'x'"):
+        load(write(tmp_path, "graph:\n  writer:\n    max_batch: x\n"), env={})
+    with pytest.raises(ConfigError, match=r"analyzer: expected a mapping"):
+        load(write(tmp_path, "analyzer: 3\n"), env={})
+
+
+def test_bad_yaml_and_missing_file_are_reported(tmp_path):
+    with pytest.raises(ConfigError, match=r"not valid YAML"):
+        load(write(tmp_path, "a: [\n"), env={})
+    with pytest.raises(ConfigError, match=r"cannot read"):
+        load(str(tmp_path / "nope.yml"), env={})
+
+
+def test_toml_env_and_flags(tmp_path):
+    path = write(tmp_path, '[analyzer]\nlisten = "0.0.0.0:9000"\n[graph]\nuri = "bolt://a:1"\n',
+                 "c.toml")
+    cfg = load(path, env={"SKYGRAPH_GRAPH_URI": "bolt://b:2", "SKYGRAPH_GRAPH_PASSWORD": "pw"})
+    assert cfg.analyzer.listen == "0.0.0.0:9000"
+    assert (cfg.graph.uri, cfg.graph.password) == ("bolt://b:2", "pw")
+    cfg = override(cfg, uri="bolt://c:3", user=None)
+    assert (cfg.graph.uri, cfg.graph.user) == ("bolt://c:3", "neo4j")
