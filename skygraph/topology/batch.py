@@ -76,9 +76,9 @@ class Stored:
 class Statement:
     cypher: str
     params: dict[str, Any]
-    # IDs of edges this statement creates; the store compares them with what
-    # the statement returns to find edges whose endpoints are missing.
-    creates_edges: tuple[str, ...] = ()
+    # Rows of edges this statement creates (it returns how many it created; a
+    # shortfall means an endpoint went away meanwhile: see MISSING_ENDS_QUERY).
+    creates_edges: tuple[dict[str, str], ...] = ()
 
 
 @dataclass
@@ -88,14 +88,21 @@ class BatchPlan:
     # and compile again, because the node is re-created and its edges with it.
     needs_attached: list[str] = field(default_factory=list)
 
-    def add(self, cypher: str, rows: list[dict[str, Any]], creates: tuple[str, ...] = ()) -> None:
+    # Edges not written because an endpoint is not in the graph (the writer defers them).
+    deferred_edges: list[str] = field(default_factory=list)
+
+    def add(self, cypher: str, rows: list[dict[str, Any]],
+            creates: tuple[dict[str, str], ...] = ()) -> None:
         if rows:
             self.statements.append(Statement(cypher, {"rows": rows}, creates))
 
 
-def touched(mutations: Sequence[StoreMutation]) -> tuple[list[str], list[dict[str, str]]]:
-    """Node IDs and edge (id, parent, child) rows whose stored state the plan needs."""
+def touched(mutations: Sequence[StoreMutation]
+            ) -> tuple[list[str], list[str], list[dict[str, str]]]:
+    """What the plan needs to know the stored state of: the nodes the batch
+    changes, the other nodes its edges end on, and its edges (id, parent, child)."""
     nodes: dict[str, None] = {}
+    ends: dict[str, None] = {}
     edges: dict[str, dict[str, str]] = {}
     for m in mutations:
         if isinstance(m, (NodeAdded, NodeUpdated, NodeDeleted)):
@@ -103,7 +110,8 @@ def touched(mutations: Sequence[StoreMutation]) -> tuple[list[str], list[dict[st
         else:
             e = m.edge
             edges[e.ID] = {"id": e.ID, "p": e.Parent, "c": e.Child}
-    return list(nodes), list(edges.values())
+            ends[e.Parent] = ends[e.Child] = None
+    return list(nodes), [i for i in ends if i not in nodes], list(edges.values())
 
 
 def archive_key(ident: str, revision: int, updated_at: int) -> str:
@@ -189,6 +197,11 @@ def _archive_rows(events: list[_Event], props_of: Any) -> list[dict[str, Any]]:
     return rows
 
 
+# Which of these edge rows lack an endpoint (after a create fell short).
+MISSING_ENDS_QUERY = (
+    "UNWIND $rows AS row OPTIONAL MATCH (a:Node {ID: row.p}) OPTIONAL MATCH (b:Node {ID: row.c}) "
+    "WITH row, a, b WHERE a IS NULL OR b IS NULL RETURN row.ID AS id"
+)
 ATTACHED_EDGES_QUERY = (
     "UNWIND $ids AS id MATCH (n:Node {ID: id})-[e]-() WITH DISTINCT e "
     "RETURN e.ID AS id, type(e) AS t, startNode(e).ID AS p, endNode(e).ID AS c, "
@@ -299,6 +312,22 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
             edge_updates.setdefault(rel, []).append({**srow, "props": props})
 
     # Order matters: removals of stored elements first, then writes, then deletes.
+    # An edge is written only when both its endpoints are there after the node phase.
+    alive = {i for i, st in stored_nodes.items() if st.live}
+    for ident, events in node_events.items():
+        if events[-1].delete:
+            alive.discard(ident)
+        else:
+            alive.add(ident)
+    for rel in list(edge_creates):
+        rows = []
+        for row in edge_creates[rel]:
+            if row["p"] in alive and row["c"] in alive:
+                rows.append(row)
+            else:
+                plan.deferred_edges.append(row["ID"])
+        edge_creates[rel] = rows
+
     plan.add(_EDGE_REMOVE, edge_resets)
     plan.add(_NODE_EDGES_REMOVE, node_resets)
     plan.add(_NODE_REMOVE, node_resets)
@@ -313,7 +342,8 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
     for rel, rows in sorted(edge_updates.items()):
         plan.add(_edge_update(rel), rows)
     for rel, rows in sorted(edge_creates.items()):
-        plan.add(_edge_create(rel), rows, tuple(r["ID"] for r in rows))
+        plan.add(_edge_create(rel), rows, tuple({"ID": r["ID"], "p": r["p"], "c": r["c"]}
+                                                for r in rows))
     plan.add(_EDGE_ARCHIVE, edge_archives)
     plan.add(_EDGE_REMOVE, edge_deletes)
     plan.add(_NODE_EDGES_REMOVE, node_deletes)
@@ -359,7 +389,7 @@ def _node_create(labels: tuple[str, ...]) -> str:
 
 def _edge_create(rel: str) -> str:
     return (f"UNWIND $rows AS row MATCH (a:Node {{ID: row.p}}) MATCH (b:Node {{ID: row.c}}) "
-            f"CREATE (a)-[e:{quote(rel)}]->(b) SET e = row.props RETURN row.ID AS id")
+            f"CREATE (a)-[e:{quote(rel)}]->(b) SET e = row.props RETURN count(e) AS created")
 
 
 def _edge_update(rel: str) -> str:

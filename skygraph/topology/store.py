@@ -27,6 +27,7 @@ from skygraph.topology.batch import (
     ATTACHED_EDGES_QUERY,
     DELETED_EDGES_QUERY,
     DELETED_NODES_QUERY,
+    MISSING_ENDS_QUERY,
     STORED_EDGES_QUERY,
     STORED_NODES_QUERY,
     Stored,
@@ -54,6 +55,7 @@ RETRYABLE = (neo_errors.ServiceUnavailable, neo_errors.SessionExpired,
              neo_errors.TransientError, neo_errors.ConstraintError,
              neo_errors.IncompleteCommit, ConnectionError, OSError)
 
+MAX_CONSTRAINT_RETRIES = 10
 Records = list[dict[str, Any]]
 ReadFn = Callable[[str, dict[str, Any], float | None], Awaitable[Records]]
 
@@ -138,11 +140,12 @@ class GraphStore:
     async def apply(self, mutations: Sequence[StoreMutation]) -> ApplyResult:
         """Apply `mutations` in one transaction. Raises the driver's errors."""
         await self._ensure_relationship_indexes(mutations)
-        node_ids, edge_rows = touched(mutations)
+        node_ids, end_ids, edge_rows = touched(mutations)
 
         async def work(tx: neo4j.AsyncManagedTransaction) -> ApplyResult:
             stored_nodes = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, frozenset(r["l"]))
-                            for r in await _fetch(tx, STORED_NODES_QUERY, {"ids": node_ids})}
+                            for r in await _fetch(tx, STORED_NODES_QUERY,
+                                                  {"ids": node_ids + end_ids})}
             stored_edges = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, rel_type=r["t"])
                             for r in await _fetch(tx, STORED_EDGES_QUERY, {"rows": edge_rows})}
             for query, ids, stored in (
@@ -161,12 +164,13 @@ class GraphStore:
                         if end in attached:
                             attached[end].append(row)
                 plan = compile_batch(mutations, stored_nodes, stored_edges, attached)
-            missing: list[str] = []
+            missing = list(plan.deferred_edges)
             for stmt in plan.statements:
                 records = await _fetch(tx, stmt.cypher, stmt.params)
-                if stmt.creates_edges:
-                    written = {r["id"] for r in records}
-                    missing.extend(i for i in stmt.creates_edges if i not in written)
+                if stmt.creates_edges and records[0]["created"] < len(stmt.creates_edges):
+                    rows = list(stmt.creates_edges)
+                    missing.extend(r["id"] for r in await _fetch(tx, MISSING_ENDS_QUERY,
+                                                                 {"rows": rows}))
             return ApplyResult(len(plan.statements), tuple(missing))
 
         async with self._driver.session(database=self.database) as session:
@@ -205,6 +209,8 @@ class GraphStore:
 
 async def _fetch(tx: neo4j.AsyncManagedTransaction, cypher: str, params: dict[str, Any]
                  ) -> Records:
+    if not next(iter(params.values()), True):
+        return []  # UNWIND over nothing: skip the round trip
     result = await tx.run(cypher, params)
     return [r.data() async for r in result]
 
@@ -314,9 +320,18 @@ class BatchWriter:
 
     async def _apply_retrying(self, batch: list[StoreMutation]) -> set[str]:
         backoff = 0.05
+        constraint_errors = 0
         while True:
             try:
                 return set((await self.store.apply(batch)).missing_edges)
+            except neo_errors.ConstraintError as exc:
+                # A MERGE race (ArcadeDB) clears on retry; one that keeps failing
+                # is a real violation: isolate it like any permanent error.
+                constraint_errors += 1
+                if constraint_errors > MAX_CONSTRAINT_RETRIES:
+                    return await self._isolate(batch, exc)
+                self.stats.retries += 1
+                await asyncio.sleep(backoff)
             except RETRYABLE as exc:
                 self.stats.retries += 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -325,16 +340,19 @@ class BatchWriter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
             except neo_errors.Neo4jError as exc:
-                # A permanent error: find the mutation responsible by halving.
-                if len(batch) == 1:
-                    detail = f"{_describe(batch[0])}: {type(exc).__name__}: {exc.message}"
-                    log.error("writer: rejected by the database: %s", detail)
-                    self.stats.rejected += 1
-                    self.stats.rejected_details = [*self.stats.rejected_details[-99:], detail]
-                    return set()
-                half = len(batch) // 2
-                return (await self._apply_retrying(batch[:half])
-                        | await self._apply_retrying(batch[half:]))
+                return await self._isolate(batch, exc)
+
+    async def _isolate(self, batch: list[StoreMutation], exc: neo_errors.Neo4jError) -> set[str]:
+        """A permanent error: find the mutation responsible by halving the batch."""
+        if len(batch) == 1:
+            detail = f"{_describe(batch[0])}: {type(exc).__name__}: {exc.message}"
+            log.error("writer: rejected by the database: %s", detail)
+            self.stats.rejected += 1
+            self.stats.rejected_details = [*self.stats.rejected_details[-99:], detail]
+            return set()
+        half = len(batch) // 2
+        return (await self._apply_retrying(batch[:half])
+                | await self._apply_retrying(batch[half:]))
 
     def _due_pending(self, batch: list[StoreMutation]) -> list[StoreMutation]:
         """Deferred edges to try again: an endpoint appears in this batch."""
