@@ -10,6 +10,8 @@ UUIDv5(ownership parent TID + Name + Type).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 NAMESPACE_OID = uuid.NAMESPACE_OID
 
@@ -44,3 +46,25 @@ def ovs_tid(host_tid_: str, ovs_uuid: str, type_: str) -> str:
 
 def child_tid(parent_tid: str, name: str, type_: str) -> str:
     return uuid5(parent_tid + name + type_)
+
+
+def tid(node_id: str, metadata: Mapping[str, Any], host_tid_: str | None,
+        owner_tid: str | None) -> str | None:
+    """The TID Skydive's TIDMapper gives a node, or None while it cannot be known.
+
+    `host_tid_` is the TID of the host the node belongs to, `owner_tid` the
+    TID of the node's ownership parent (None when it has none yet).
+    """
+    type_ = str(metadata.get("Type", ""))
+    name = str(metadata.get("Name", ""))
+    if metadata.get("Probe") == "fabric":
+        return node_id
+    if type_ == "host":
+        return host_tid(name)
+    if type_ == "netns" and host_tid_ is not None:
+        return netns_tid(host_tid_, str(metadata.get("Path", "")))
+    if type_ in ("ovsbridge", "ovsport") and host_tid_ is not None:
+        return ovs_tid(host_tid_, str(metadata.get("UUID", "")), type_)
+    if type_ in ("netns", "ovsbridge", "ovsport"):
+        return None
+    return child_tid(owner_tid, name, type_) if owner_tid is not None else None
