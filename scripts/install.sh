@@ -37,8 +37,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.skygraph-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  log=.venv/pip-install.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e ".[dev]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "install: pip failed (log above, also in $log)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 echo "install: ok ($(.venv/bin/python --version), skygraph in $here/.venv)"
