@@ -73,6 +73,20 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True)
+class Known:
+    """The properties this process last wrote for an element, at that revision.
+
+    When the stored revision is this one, the archive is built from these
+    properties and the update sends only what changed: copying
+    `properties(n)` on the server costs more than the update itself.
+    """
+
+    revision: int
+    updated_at: int
+    props: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Statement:
     cypher: str
     params: dict[str, Any]
@@ -90,6 +104,9 @@ class BatchPlan:
 
     # Edges not written because an endpoint is not in the graph (the writer defers them).
     deferred_edges: list[str] = field(default_factory=list)
+    # What the live elements are once the plan is applied (None: deleted), for Known.
+    written_nodes: dict[str, Known | None] = field(default_factory=dict)
+    written_edges: dict[str, Known | None] = field(default_factory=dict)
 
     def add(self, cypher: str, rows: list[dict[str, Any]],
             creates: tuple[dict[str, str], ...] = ()) -> None:
@@ -211,7 +228,9 @@ ATTACHED_EDGES_QUERY = (
 
 def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str, Stored],
                   stored_edges: Mapping[str, Stored],
-                  attached: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> BatchPlan:
+                  attached: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                  known_nodes: Mapping[str, Known] | None = None,
+                  known_edges: Mapping[str, Known] | None = None) -> BatchPlan:
     """Statements applying `mutations` over the stored state.
 
     `attached` maps a node whose kind label changes to its edges as stored
@@ -226,6 +245,9 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
 
     node_resets: list[dict[str, Any]] = []     # stored node removed before re-creation
     node_updates: list[dict[str, Any]] = []
+    node_diffs: list[dict[str, Any]] = []
+    known_nodes = known_nodes or {}
+    known_edges = known_edges or {}
     node_creates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     node_deletes: list[dict[str, Any]] = []
     node_archives: list[dict[str, Any]] = []
@@ -244,6 +266,7 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
                           "deleted": first.time if first.delete else None,
                           "key": archive_key(ident, stored.revision, stored.updated_at)}
         if last.delete:
+            plan.written_nodes[ident] = None
             if stored is not None:
                 stored_row["edges_at"] = first_delete
                 node_deletes.append(stored_row)
@@ -270,14 +293,19 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
             node_resets.append(stored_row)
             stored = None
         props = node_properties(node)
+        plan.written_nodes[ident] = Known(node.Revision, node.UpdatedAt, props)
         if stored is None:
             node_creates.setdefault(labels, []).append({"props": props})
+        elif (k := _known_for(known_nodes.get(ident), stored)) is not None:
+            node_diffs.append({"ID": ident, "key": stored_row["key"],
+                               "old": _archived(k, first), "diff": _diff(k.props, props)})
         else:
             stored_row["props"] = props
             node_updates.append(stored_row)
 
     edge_resets: list[dict[str, Any]] = []
     edge_updates: dict[str, list[dict[str, Any]]] = {}
+    edge_diffs: dict[str, list[dict[str, Any]]] = {}
     edge_creates: dict[str, list[dict[str, Any]]] = {}
     edge_deletes: list[dict[str, Any]] = []
     edge_archives: list[dict[str, Any]] = []
@@ -298,6 +326,7 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
                     "key": archive_key(ident, stored.revision, stored.updated_at)}
         rel = relationship_type(edge.relation_type)
         if last.delete:
+            plan.written_edges[ident] = None
             if stored is not None:
                 edge_deletes.append(srow)
             continue
@@ -306,8 +335,13 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
             edge_resets.append(srow)
             stored = None
         props = edge_properties(edge)
+        plan.written_edges[ident] = Known(edge.Revision, edge.UpdatedAt, props)
         if stored is None:
             edge_creates.setdefault(rel, []).append({**ends, "props": props})
+        elif (k := _known_for(known_edges.get(ident), stored)) is not None:
+            edge_diffs.setdefault(rel, []).append({**ends, "key": srow["key"],
+                                                   "old": _archived(k, first),
+                                                   "diff": _diff(k.props, props)})
         else:
             edge_updates.setdefault(rel, []).append({**srow, "props": props})
 
@@ -326,6 +360,7 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
                 rows.append(row)
             else:
                 plan.deferred_edges.append(row["ID"])
+                plan.written_edges.pop(row["ID"], None)
         edge_creates[rel] = rows
 
     plan.add(_EDGE_REMOVE, edge_resets)
@@ -334,6 +369,7 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
     plan.add(_NODE_EDGES_DROP, node_relabels)
     plan.add(_NODE_REMOVE, node_relabels)
     plan.add(_NODE_UPDATE, node_updates)
+    plan.add(_NODE_UPDATE_KNOWN, node_diffs)
     for labels, rows in sorted(node_creates.items()):
         plan.add(_node_create(labels), rows)
     for rel, rows in sorted(kept_edges.items()):
@@ -341,6 +377,8 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
     plan.add(_NODE_ARCHIVE, node_archives)
     for rel, rows in sorted(edge_updates.items()):
         plan.add(_edge_update(rel), rows)
+    for rel, rows in sorted(edge_diffs.items()):
+        plan.add(_edge_update_known(rel), rows)
     for rel, rows in sorted(edge_creates.items()):
         plan.add(_edge_create(rel), rows, tuple({"ID": r["ID"], "p": r["p"], "c": r["c"]}
                                                 for r in rows))
@@ -358,6 +396,11 @@ _NODE_UPDATE = (
     "UNWIND $rows AS row MATCH (n:Node {ID: row.ID}) "
     "MERGE (a:ArchivedNode {_key: row.key}) " + _ARCHIVE_STORED.format(x="n") + " "
     "SET n = row.props"
+)
+_NODE_UPDATE_KNOWN = (
+    "UNWIND $rows AS row MATCH (n:Node {ID: row.ID}) "
+    "MERGE (a:ArchivedNode {_key: row.key}) ON CREATE SET a = row.old "
+    "SET n += row.diff"
 )
 _NODE_REMOVE = (
     "UNWIND $rows AS row MATCH (n:Node {ID: row.ID}) "
@@ -381,6 +424,45 @@ _EDGE_REMOVE = (
     "MERGE (a:ArchivedEdge {_key: row.key}) " + _ARCHIVE_STORED.format(x="e") + " "
     "DELETE e"
 )
+
+
+def _edge_update_known(rel: str) -> str:
+    return (f"UNWIND $rows AS row MATCH (:Node {{ID: row.p}})-[e:{quote(rel)}]->(:Node {{ID: row.c}}) "
+            "WHERE e.ID = row.ID MERGE (a:ArchivedEdge {_key: row.key}) ON CREATE SET a = row.old "
+            "SET e += row.diff")
+
+
+def _known_for(known: Known | None, stored: Stored) -> Known | None:
+    if known is not None and (known.revision, known.updated_at) == (stored.revision,
+                                                                   stored.updated_at):
+        return known
+    return None
+
+
+def _archived(known: Known, replaced_by: _Event) -> dict[str, Any]:
+    """The archive row of a known revision ended by `replaced_by`."""
+    props = dict(known.props)
+    props["ArchivedAt"] = replaced_by.time
+    if replaced_by.delete:
+        props["DeletedAt"] = replaced_by.time
+    props["_key"] = archive_key(str(props["ID"]), known.revision, known.updated_at)
+    return props
+
+
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Properties to `SET n += diff` to turn `old` into `new` (null removes a key)."""
+    out = {k: v for k, v in new.items() if k not in old or not _same(old[k], v)}
+    out.update((k, None) for k in old if k not in new)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of equal types (1, 1.0 and True are three different properties)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def _node_create(labels: tuple[str, ...]) -> str:

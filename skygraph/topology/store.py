@@ -14,9 +14,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import neo4j
 from neo4j import AsyncGraphDatabase
@@ -30,6 +31,8 @@ from skygraph.topology.batch import (
     MISSING_ENDS_QUERY,
     STORED_EDGES_QUERY,
     STORED_NODES_QUERY,
+    BatchPlan,
+    Known,
     Stored,
     compile_batch,
     touched,
@@ -56,6 +59,8 @@ RETRYABLE = (neo_errors.ServiceUnavailable, neo_errors.SessionExpired,
              neo_errors.IncompleteCommit, ConnectionError, OSError)
 
 MAX_CONSTRAINT_RETRIES = 10
+# Elements whose last written properties the store remembers (batch.Known).
+KNOWN_ELEMENTS = 100_000
 Records = list[dict[str, Any]]
 ReadFn = Callable[[str, dict[str, Any], float | None], Awaitable[Records]]
 
@@ -64,6 +69,39 @@ ReadFn = Callable[[str, dict[str, Any], float | None], Awaitable[Records]]
 class ApplyResult:
     statements: int
     missing_edges: tuple[str, ...]  # edges not written: an endpoint is not in the graph
+    plan: BatchPlan
+
+
+T = TypeVar("T")
+
+
+class LRU(Generic[T]):
+    """A bounded map that forgets the least recently used key; `put(k, None)` forgets k."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[str, T] = OrderedDict()
+
+    def get(self, key: str) -> T | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: T | None) -> None:
+        if value is None:
+            self._data.pop(key, None)
+            return
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
 
 
 class GraphStore:
@@ -74,6 +112,8 @@ class GraphStore:
         self.dialect = dialect
         self.uri = uri
         self._rel_indexes: set[str] = set()
+        self.known_nodes: LRU[Known] = LRU(KNOWN_ELEMENTS)
+        self.known_edges: LRU[Known] = LRU(KNOWN_ELEMENTS)
 
     @classmethod
     async def open(cls, uri: str, user: str, password: str, database: str | None = None,
@@ -156,14 +196,18 @@ class GraphStore:
                 if ids:
                     for r in await _fetch(tx, query, {"ids": ids}):
                         stored[r["id"]] = Stored(0, 0, deleted_at=r["d"])
-            plan = compile_batch(mutations, stored_nodes, stored_edges)
+            known_n = {i: k for i in node_ids if (k := self.known_nodes.get(i)) is not None}
+            known_e = {r["id"]: k for r in edge_rows
+                       if (k := self.known_edges.get(r["id"])) is not None}
+            plan = compile_batch(mutations, stored_nodes, stored_edges, None, known_n, known_e)
             if plan.needs_attached:
                 attached: dict[str, list[dict[str, Any]]] = {i: [] for i in plan.needs_attached}
                 for row in await _fetch(tx, ATTACHED_EDGES_QUERY, {"ids": plan.needs_attached}):
                     for end in (row["p"], row["c"]):
                         if end in attached:
                             attached[end].append(row)
-                plan = compile_batch(mutations, stored_nodes, stored_edges, attached)
+                plan = compile_batch(mutations, stored_nodes, stored_edges, attached,
+                                     known_n, known_e)
             missing = list(plan.deferred_edges)
             for stmt in plan.statements:
                 records = await _fetch(tx, stmt.cypher, stmt.params)
@@ -171,13 +215,23 @@ class GraphStore:
                     rows = list(stmt.creates_edges)
                     missing.extend(r["id"] for r in await _fetch(tx, MISSING_ENDS_QUERY,
                                                                  {"rows": rows}))
-            return ApplyResult(len(plan.statements), tuple(missing))
+            for ident in missing:
+                plan.written_edges.pop(ident, None)
+            return ApplyResult(len(plan.statements), tuple(missing), plan)
 
         async with self._driver.session(database=self.database) as session:
-            return await session.execute_write(work)
+            result = await session.execute_write(work)
+        # Committed: remember what is stored now.
+        for cache, written in ((self.known_nodes, result.plan.written_nodes),
+                               (self.known_edges, result.plan.written_edges)):
+            for ident, known in written.items():
+                cache.put(ident, known)
+        return result
 
     async def clear(self) -> None:
         """Delete every element and all history (tests, `graph import --replace`)."""
+        self.known_nodes.clear()
+        self.known_edges.clear()
         for label in ("Node", "ArchivedNode", "ArchivedEdge"):
             await self.run(f"MATCH (n:{label}) DETACH DELETE n")
 

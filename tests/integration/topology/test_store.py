@@ -6,7 +6,14 @@ import asyncio
 
 from skygraph.topology.graph import Graph
 from skygraph.topology.model import Edge, Node
-from skygraph.topology.mutations import EdgeAdded, EdgeDeleted, NodeAdded, NodeDeleted, NodeUpdated
+from skygraph.topology.mutations import (
+    EdgeAdded,
+    EdgeDeleted,
+    EdgeUpdated,
+    NodeAdded,
+    NodeDeleted,
+    NodeUpdated,
+)
 from skygraph.topology.store import BatchWriter, GraphStore
 from tests.conftest import open_store, run
 
@@ -261,5 +268,48 @@ def test_database_killed_during_a_burst_loses_no_accepted_mutation(bolt_server):
         rows = await store.run("MATCH (n:Node) WHERE n.ID STARTS WITH 'k' RETURN count(n) AS c")
         assert rows == [{"c": total}]
         await writer.stop()
+        await store.close()
+    run(scenario())
+
+
+def test_known_revision_fast_path_writes_the_same_as_the_general_path(bolt_server):
+    """Updates built from the store's memory of the last revision (archive from
+    the client, only changed properties sent) leave exactly what the general
+    path (archive copied on the server) leaves."""
+    async def apply_all(store: GraphStore, batches: list, forget: bool) -> tuple:
+        for batch in batches:
+            if forget:
+                store.known_nodes.clear()
+                store.known_edges.clear()
+            await store.apply(batch)
+        return await store.graph(), await store.revisions(0, 10**6), await counts(store)
+
+    clock = Clock()
+    g = Graph(clock=clock)
+    batches = [g.apply_nowait(NodeAdded(Node("h", {"Type": "host", "Name": "h"})))
+               + g.apply_nowait(NodeAdded(intf("i", MTU=1500, Up=1, Tags=["a"],
+                                               Ovs={"Metric": {"RxBytes": 1}})))
+               + g.apply_nowait(EdgeAdded(Edge("hi", "h", "i", {"RelationType": "ownership",
+                                                                "Weight": 1})))]
+    for t, meta in ((2000, {"MTU": 9000, "Up": True, "Tags": ["a", "b"],
+                            "Ovs": {"Metric": {"RxBytes": 5}}}),
+                    (3000, {"Up": 1.0, "Neighbors": [{"IP": "10.0.0.1"}]}),
+                    (4000, {"MTU": 1500})):
+        clock.t = t
+        batches.append(g.apply_nowait(NodeUpdated(intf("i", **meta)))
+                       + g.apply_nowait(EdgeUpdated(Edge("hi", "h", "i", {
+                           "RelationType": "ownership", "Weight": t}))))
+
+    async def scenario():
+        store = await open_store(bolt_server)
+        fast = await apply_all(store, batches, forget=False)
+        assert len(store.known_nodes) == 2 and len(store.known_edges) == 1
+        await store.clear()
+        general = await apply_all(store, batches, forget=True)
+        assert fast == general
+        nodes, _ = fast[1]
+        assert sorted((n.Revision, n.Metadata.get("MTU"), n.Metadata.get("Up"))
+                      for n in nodes if n.ID == "i") == [
+            (1, 1500, 1), (2, 9000, True), (3, None, 1.0), (4, 1500, None)]
         await store.close()
     run(scenario())
