@@ -458,10 +458,11 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
 
 def _same(a: Any, b: Any) -> bool:
     """Equal values of equal types (1, 1.0 and True are three different properties)."""
-    if type(a) is not type(b):
+    t = type(a)
+    if t is not type(b):
         return False
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if t is list:
+        return len(a) == len(b) and all(type(x) is type(y) and x == y for x, y in zip(a, b))
     return bool(a == b)
 
 

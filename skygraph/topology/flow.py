@@ -258,7 +258,7 @@ class Flow:
     parent_uuid: str = ""
     node_tid: str = ""
     capture_id: str = ""
-    last_raw_packets: list[RawPacket] = field(default_factory=list)
+    last_raw_packets: tuple[RawPacket, ...] = ()
     raw_packets_captured: int = 0
     finish_type: FinishType = FinishType.NOT_FINISHED
 

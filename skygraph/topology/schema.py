@@ -127,30 +127,34 @@ def from_properties(props: Mapping[str, Any]) -> dict[str, Any]:
 
 def _flatten(value: Mapping[str, Any], path: list[str], props: dict[str, Any],
              json_paths: list[str]) -> None:
+    # Hot on every write: exact type checks first, the generic rules after.
+    prefix = ".".join(path) + "." if path else ""
     for key, item in value.items():
-        sub = [*path, key]
-        if isinstance(item, Mapping) and item and not any("." in k for k in item) \
-                and "." not in key:
-            _flatten(item, sub, props, json_paths)
-        elif "." not in key and _storable(item):
-            props[".".join(sub)] = list(item) if isinstance(item, (list, tuple)) else item
-        else:
-            props[".".join(sub)] = json.dumps(item, separators=(",", ":"), sort_keys=True)
-            json_paths.append(json.dumps(sub, separators=(",", ":")))
+        t = type(item)
+        if "." not in key:
+            if t is str or t is bool or t is float or (
+                    t is int and INT64_MIN <= item <= INT64_MAX):
+                props[prefix + key] = item
+                continue
+            if t is dict or isinstance(item, Mapping):
+                if item and not any("." in k for k in item):
+                    _flatten(item, [*path, key], props, json_paths)
+                    continue
+            elif isinstance(item, (list, tuple)) and _storable_list(item):
+                props[prefix + key] = list(item)
+                continue
+        props[prefix + key] = json.dumps(item, separators=(",", ":"), sort_keys=True)
+        json_paths.append(json.dumps([*path, key], separators=(",", ":")))
 
 
-def _storable(value: Any) -> bool:
-    """True when Bolt can store `value` as a property and give it back unchanged."""
-    if isinstance(value, bool | str | float):
-        return True
-    if isinstance(value, int):
-        return INT64_MIN <= value <= INT64_MAX
-    if isinstance(value, (list, tuple)) and value:
-        first = type(value[0])
-        if first not in (str, bool, int, float) or any(type(v) is not first for v in value):
-            return False
-        return first is not int or all(INT64_MIN <= v <= INT64_MAX for v in value)
-    return False
+def _storable_list(value: list[Any] | tuple[Any, ...]) -> bool:
+    """A non-empty list of one scalar type (ints within int64) is stored as a list."""
+    if not value:
+        return False
+    first = type(value[0])
+    if first not in (str, bool, int, float) or any(type(v) is not first for v in value):
+        return False
+    return first is not int or all(INT64_MIN <= v <= INT64_MAX for v in value)
 
 
 def _set_path(meta: dict[str, Any], path: list[str], value: Any) -> None:

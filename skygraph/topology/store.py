@@ -176,6 +176,13 @@ class GraphStore:
             return await session.execute_read(
                 neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
 
+    async def write(self, cypher: str, params: dict[str, Any]) -> Records:
+        """Run one statement in a managed write transaction (retried on transient errors)."""
+        async def work(tx: neo4j.AsyncManagedTransaction) -> Records:
+            return await _fetch(tx, cypher, params)
+        async with self._driver.session(database=self.database) as session:
+            return await session.execute_write(work)
+
     # ------------------------------------------------------------ writes
     async def apply(self, mutations: Sequence[StoreMutation]) -> ApplyResult:
         """Apply `mutations` in one transaction. Raises the driver's errors."""
@@ -266,7 +273,7 @@ async def _fetch(tx: neo4j.AsyncManagedTransaction, cypher: str, params: dict[st
     if not next(iter(params.values()), True):
         return []  # UNWIND over nothing: skip the round trip
     result = await tx.run(cypher, params)
-    return [r.data() async for r in result]
+    return [dict(zip(r.keys(), r.values(), strict=True)) async for r in result]
 
 
 def _rel_of(stmt: str) -> str:
@@ -352,10 +359,15 @@ class BatchWriter:
             batch = [await self._queue.get()]
             deadline = time.monotonic() + self.max_delay
             while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
                     break
-                try:
+                try:  # wait for more only when nothing is queued
                     batch.append(await asyncio.wait_for(self._queue.get(), timeout))
                 except TimeoutError:
                     break
