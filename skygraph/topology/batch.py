@@ -462,7 +462,7 @@ def _same(a: Any, b: Any) -> bool:
     if t is not type(b):
         return False
     if t is list:
-        return len(a) == len(b) and all(type(x) is type(y) and x == y for x, y in zip(a, b))
+        return len(a) == len(b) and all(type(x) is type(y) and x == y for x, y in zip(a, b, strict=True))
     return bool(a == b)
 
 
