@@ -139,7 +139,7 @@ async def run_handwritten(tmp: Path, creates: list[StoreMutation], updates: list
 
     async def batches(cypher: str, rows: list[dict[str, Any]]) -> None:
         for i in range(0, len(rows), batch):
-            await store.write(cypher, {"rows": rows[i:i + batch]})
+            await store.run(cypher, {"rows": rows[i:i + batch]})
 
     assert server.proc is not None
     m = Meter(server.proc.pid)

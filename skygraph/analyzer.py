@@ -49,7 +49,8 @@ def embedded_config(cfg: Config) -> EmbeddedConfig:
 
 def graph_connection(cfg: Config) -> contextlib.AbstractAsyncContextManager[GraphHandle]:
     g = cfg.graph
-    return connect_graph(g.uri, g.user, g.password, g.database or None, embedded_config(cfg))
+    return connect_graph(g.uri, g.user, g.password, g.database or None, embedded_config(cfg),
+                         wait=g.connect_timeout)
 
 
 class StatusApp:

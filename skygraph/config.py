@@ -56,6 +56,7 @@ class GraphSection:
     user: str = "neo4j"
     password: str = ""
     database: str = ""
+    connect_timeout: float = 30.0  # seconds to wait for the database at start
     embedded: EmbeddedSection = field(default_factory=EmbeddedSection)
     writer: WriterSection = field(default_factory=WriterSection)
 

@@ -94,6 +94,7 @@ class EmbeddedServer:
         return port_open(self.config.host, self.config.bolt_port)
 
     async def start(self, timeout: float = 90.0) -> None:
+        self._stopping = False
         if self.running_elsewhere():
             self.reused = True
             log.info("embedded graph server already running for %s; reusing it",

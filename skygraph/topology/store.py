@@ -120,7 +120,7 @@ class GraphStore:
                    wait: float = 30.0) -> GraphStore:
         """Connect, waiting up to `wait` seconds for the server to answer."""
         driver = AsyncGraphDatabase.driver(uri, auth=(user, password),
-                                           max_transaction_retry_time=5.0)
+                                           max_transaction_retry_time=1.0)
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -161,10 +161,17 @@ class GraphStore:
     # ------------------------------------------------------------ raw access
     async def run(self, cypher: str, params: dict[str, Any] | None = None,
                   timeout: float | None = None) -> Records:
-        """Run one auto-committed statement and return its records as dicts."""
+        """Run one statement in a managed write transaction and return its records.
+
+        Never auto-commit: ArcadeDB's Bolt server commits an auto-commit
+        statement row by row (a DETACH DELETE of 6,000 nodes: 29 s, against
+        0.5 s in a transaction).
+        """
+        async def work(tx: neo4j.AsyncManagedTransaction) -> Records:
+            return await _fetch(tx, cypher, params or {})
         async with self._driver.session(database=self.database) as session:
-            result = await session.run(neo4j.Query(cypher, timeout=timeout), params or {})
-            return [r.data() for r in await result.fetch(2**31 - 1)]
+            return await session.execute_write(
+                neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
 
     async def read(self, cypher: str, params: dict[str, Any], timeout: float | None = None
                    ) -> Records:
@@ -176,13 +183,6 @@ class GraphStore:
             return await session.execute_read(
                 neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
 
-    async def write(self, cypher: str, params: dict[str, Any]) -> Records:
-        """Run one statement in a managed write transaction (retried on transient errors)."""
-        async def work(tx: neo4j.AsyncManagedTransaction) -> Records:
-            return await _fetch(tx, cypher, params)
-        async with self._driver.session(database=self.database) as session:
-            return await session.execute_write(work)
-
     # ------------------------------------------------------------ writes
     async def apply(self, mutations: Sequence[StoreMutation]) -> ApplyResult:
         """Apply `mutations` in one transaction. Raises the driver's errors."""
@@ -191,25 +191,25 @@ class GraphStore:
 
         async def work(tx: neo4j.AsyncManagedTransaction) -> ApplyResult:
             stored_nodes = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, frozenset(r["l"]))
-                            for r in await _fetch(tx, STORED_NODES_QUERY,
-                                                  {"ids": node_ids + end_ids})}
+                            for r in await _unwind(tx, STORED_NODES_QUERY, "ids",
+                                                   node_ids + end_ids)}
             stored_edges = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, rel_type=r["t"])
-                            for r in await _fetch(tx, STORED_EDGES_QUERY, {"rows": edge_rows})}
+                            for r in await _unwind(tx, STORED_EDGES_QUERY, "rows", edge_rows)}
             for query, ids, stored in (
                     (DELETED_NODES_QUERY, [i for i in node_ids if i not in stored_nodes],
                      stored_nodes),
                     (DELETED_EDGES_QUERY, [r["id"] for r in edge_rows if r["id"] not in
                                            stored_edges], stored_edges)):
-                if ids:
-                    for r in await _fetch(tx, query, {"ids": ids}):
-                        stored[r["id"]] = Stored(0, 0, deleted_at=r["d"])
+                for r in await _unwind(tx, query, "ids", ids):
+                    stored[r["id"]] = Stored(0, 0, deleted_at=r["d"])
             known_n = {i: k for i in node_ids if (k := self.known_nodes.get(i)) is not None}
             known_e = {r["id"]: k for r in edge_rows
                        if (k := self.known_edges.get(r["id"])) is not None}
             plan = compile_batch(mutations, stored_nodes, stored_edges, None, known_n, known_e)
             if plan.needs_attached:
                 attached: dict[str, list[dict[str, Any]]] = {i: [] for i in plan.needs_attached}
-                for row in await _fetch(tx, ATTACHED_EDGES_QUERY, {"ids": plan.needs_attached}):
+                for row in await _unwind(tx, ATTACHED_EDGES_QUERY, "ids",
+                                          plan.needs_attached):
                     for end in (row["p"], row["c"]):
                         if end in attached:
                             attached[end].append(row)
@@ -220,8 +220,8 @@ class GraphStore:
                 records = await _fetch(tx, stmt.cypher, stmt.params)
                 if stmt.creates_edges and records[0]["created"] < len(stmt.creates_edges):
                     rows = list(stmt.creates_edges)
-                    missing.extend(r["id"] for r in await _fetch(tx, MISSING_ENDS_QUERY,
-                                                                 {"rows": rows}))
+                    missing.extend(r["id"] for r in await _unwind(tx, MISSING_ENDS_QUERY,
+                                                                  "rows", rows))
             for ident in missing:
                 plan.written_edges.pop(ident, None)
             return ApplyResult(len(plan.statements), tuple(missing), plan)
@@ -268,10 +268,14 @@ class GraphStore:
         return history.node_from_record(rows[0]) if rows else None
 
 
+async def _unwind(tx: neo4j.AsyncManagedTransaction, cypher: str, name: str,
+                  rows: Sequence[Any]) -> Records:
+    """Run an `UNWIND $<name>` statement; over no rows there is nothing to send."""
+    return await _fetch(tx, cypher, {name: rows}) if rows else []
+
+
 async def _fetch(tx: neo4j.AsyncManagedTransaction, cypher: str, params: dict[str, Any]
                  ) -> Records:
-    if not next(iter(params.values()), True):
-        return []  # UNWIND over nothing: skip the round trip
     result = await tx.run(cypher, params)
     return [dict(zip(r.keys(), r.values(), strict=True)) async for r in result]
 

@@ -99,12 +99,12 @@ def test_unreachable_database_is_a_clear_error(tmp_path):
     env = {**os.environ, "SKYGRAPH_GRAPH_URI": f"bolt://127.0.0.1:{free_port()}",
            "SKYGRAPH_GRAPH_PASSWORD": "x"}
     cfg = tmp_path / "c.yml"
-    cfg.write_text("graph:\n  writer:\n    max_batch: 10\n")
+    cfg.write_text("graph:\n  connect_timeout: 2\n  writer:\n    max_batch: 10\n")
     out = subprocess.run([*SKYGRAPH, "-c", str(cfg), "graph", "export"], env=env,
                          capture_output=True, text=True, timeout=120,
                          )
     assert out.returncode == 1
-    assert "does not answer" in out.stderr
+    assert "does not answer after 2s" in out.stderr
 
 
 def _get(url: str) -> tuple[int, dict]:

@@ -313,3 +313,34 @@ def test_known_revision_fast_path_writes_the_same_as_the_general_path(bolt_serve
             (1, 1500, 1), (2, 9000, True), (3, None, 1.0), (4, 1500, None)]
         await store.close()
     run(scenario())
+
+
+def test_database_down_producers_wait_on_a_full_queue_and_nothing_is_lost(bolt_server):
+    """Backpressure: while the database is stopped, `submit` blocks once the queue
+    is full (nothing is dropped); when it is back, every accepted mutation is written."""
+    async def scenario():
+        store = await open_store(bolt_server)
+        writer = BatchWriter(store, max_batch=10, max_delay=0.01, max_queue=20,
+                             max_backoff=0.2)
+        await writer.start()
+        bolt_server.loop.run(bolt_server.server.stop())
+        try:
+            async def produce() -> None:
+                for i in range(200):
+                    await writer.submit(NodeAdded(Node(f"q{i}", {"Type": "veth",
+                                                                 "Name": f"q{i}"},
+                                                       CreatedAt=1, UpdatedAt=1, Revision=1)))
+            producer = asyncio.create_task(produce())
+            await asyncio.sleep(3)
+            assert not producer.done(), "producers must wait while the database is down"
+            assert writer.stats.accepted <= 20 + 10 + 1  # queue + the batch being retried
+            assert writer.stats.retries > 0
+        finally:
+            bolt_server.loop.run(bolt_server.server.start())
+        await asyncio.wait_for(producer, 120)
+        await asyncio.wait_for(writer.flush(), 120)
+        rows = await store.run("MATCH (n:Node) WHERE n.ID STARTS WITH 'q' RETURN count(n) AS c")
+        assert rows == [{"c": 200}]
+        await writer.stop()
+        await store.close()
+    run(scenario())
