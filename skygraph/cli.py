@@ -51,13 +51,14 @@ def parser() -> argparse.ArgumentParser:
                                  "or ISO 8601 (2026-11-20T10:00:00+00:00)")
     _graph_flags(ge)
 
-    try:
-        from skygraph.capture import offline
-    except ImportError:  # pragma: no cover - capture is part of the package
-        offline = None  # type: ignore[assignment]
-    if offline is not None and hasattr(offline, "add_arguments"):
-        f = sub.add_parser("flows", help="decode a pcap file into flows (offline)")
-        offline.add_arguments(f)
+    from skygraph.gremlin import cli as gremlin_cli
+    q = sub.add_parser("query", help="run a Skydive Gremlin query on the graph")
+    gremlin_cli.add_arguments(q)
+    _graph_flags(q)
+
+    from skygraph.capture import offline
+    f = sub.add_parser("flows", help="decode a pcap file into flows (offline)")
+    offline.add_arguments(f)
     return p
 
 
@@ -79,9 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _analyzer(cfg, args)
         if args.command == "graph":
             return asyncio.run(_graph(cfg, args))
+        if args.command == "query":
+            return asyncio.run(_query(cfg, args))
         if args.command == "flows":
             from skygraph.capture import offline
-            return offline.run(args)
+            return int(offline.run(args))
     except (ConfigError, TopologyError, OSError, ValueError, RuntimeError) as exc:
         print(f"skygraph: {exc}", file=sys.stderr)
         return 1
@@ -139,6 +142,13 @@ async def _graph(cfg: Config, args: argparse.Namespace) -> int:
     else:
         Path(args.output).write_text(text)
     return 0
+
+
+async def _query(cfg: Config, args: argparse.Namespace) -> int:
+    from skygraph.analyzer import graph_connection
+    from skygraph.gremlin import cli as gremlin_cli
+    async with graph_connection(cfg) as handle:
+        return await gremlin_cli.run_async(args, handle.store.read)
 
 
 def parse_time(text: str) -> int:

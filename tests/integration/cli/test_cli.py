@@ -85,6 +85,23 @@ def test_import_then_a_bolt_client_sees_the_documented_model(bolt_server, tmp_pa
         e["ID"]: (e["Parent"], e["Child"]) for e in TOPOLOGY["Edges"]}
 
 
+def test_query_runs_the_seed_question_on_the_imported_graph(bolt_server, tmp_path):
+    path = tmp_path / "topo.json"
+    path.write_text(json.dumps(TOPOLOGY))
+    env = graph_env(bolt_server)
+    out = subprocess.run([*SKYGRAPH, "graph", "import", "--replace", str(path)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([*SKYGRAPH, "query", "G.V().Has('Name', 'vm1').Out().Has('Name', 'eth0')"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [n["ID"] for n in json.loads(out.stdout)] == ["if-1"]
+    out = subprocess.run([*SKYGRAPH, "query", "G.V().Has('Name', 'vm1'"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "column" in out.stderr and "expected ')'" in out.stderr
+
+
 def test_import_of_a_bad_file_names_the_element(tmp_path, bolt_server):
     bad = {"Nodes": [{"ID": "x", "Metadata": {"Type": "veth"}}], "Edges": []}
     path = tmp_path / "bad.json"

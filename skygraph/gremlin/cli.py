@@ -1,0 +1,104 @@
+"""`skygraph query "<gremlin>" [--format json|dot]`.
+
+`add_arguments` and `run`/`run_async` are wired by the top-level CLI, which
+hands in the graph's `read` callable. Run as `python -m skygraph.gremlin.cli`
+it connects by itself to the Bolt server named by `--graph-uri` (or
+`SKYGRAPH_GRAPH_URI`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from skygraph.gremlin import dot
+from skygraph.gremlin.errors import GremlinError
+from skygraph.gremlin.plan import DEFAULT_MAX_RESULTS, DEFAULT_TIMEOUT_S, Limits
+from skygraph.gremlin.query import Read, execute
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("gremlin", metavar="QUERY",
+                   help="a Skydive Gremlin query, e.g. \"G.V().Has('Name', 'eth0')\"")
+    p.add_argument("--format", choices=("json", "dot"), default="json",
+                   help="json (default) or dot (Graphviz, for node/edge/path results)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help=f"seconds before the query is abandoned (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--max-results", type=int, default=DEFAULT_MAX_RESULTS,
+                   help=f"largest result returned (default {DEFAULT_MAX_RESULTS})")
+
+
+async def run_async(args: argparse.Namespace, read: Read, now_ms: int | None = None,
+                    out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the query; print the result (exit 0) or the error (exit 1, or 2 for --format)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    limits = Limits(max_results=args.max_results, timeout_s=args.timeout)
+    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    try:
+        result = await execute(args.gremlin, read, now, limits)
+    except GremlinError as exc:
+        print(f"skygraph: query: {exc}", file=err)
+        return 1
+    if args.format == "dot":
+        try:
+            out.write(dot.render(result))
+        except dot.NotRenderable as exc:
+            print(f"skygraph: query: {exc}", file=err)
+            return 2
+    else:
+        out.write(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def run(args: argparse.Namespace, read: Read | None = None) -> int:
+    """Synchronous entry: with `read` from the caller, or connecting by `--graph-uri`."""
+    if read is not None:
+        return asyncio.run(run_async(args, read))
+    return asyncio.run(_standalone(args))
+
+
+async def _standalone(args: argparse.Namespace) -> int:
+    from skygraph.topology.errors import StoreError
+    from skygraph.topology.store import GraphStore
+
+    uri = getattr(args, "graph_uri", None) or os.environ.get("SKYGRAPH_GRAPH_URI", "")
+    if not uri:
+        print("skygraph: query: no graph database: pass --graph-uri (or SKYGRAPH_GRAPH_URI)",
+              file=sys.stderr)
+        return 2
+    user = getattr(args, "graph_user", None) or os.environ.get("SKYGRAPH_GRAPH_USER", "neo4j")
+    password = getattr(args, "graph_password", None) or \
+        os.environ.get("SKYGRAPH_GRAPH_PASSWORD", "")
+    database = getattr(args, "graph_database", None) or \
+        os.environ.get("SKYGRAPH_GRAPH_DATABASE") or None
+    try:
+        store = await GraphStore.open(uri, user, password, database, wait=5.0)
+    except StoreError as exc:
+        print(f"skygraph: query: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return await run_async(args, store.read)
+    finally:
+        await store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="skygraph query",
+                                description="Run a Skydive Gremlin query on the graph")
+    add_arguments(p)
+    p.add_argument("--graph-uri", help="Bolt URI (env SKYGRAPH_GRAPH_URI)")
+    p.add_argument("--graph-user", help="user (env SKYGRAPH_GRAPH_USER)")
+    p.add_argument("--graph-password", help="password (env SKYGRAPH_GRAPH_PASSWORD)")
+    p.add_argument("--graph-database", help="database (env SKYGRAPH_GRAPH_DATABASE)")
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
