@@ -114,12 +114,10 @@ class BatchPlan:
             self.statements.append(Statement(cypher, {"rows": rows}, creates))
 
 
-def touched(mutations: Sequence[StoreMutation]
-            ) -> tuple[list[str], list[str], list[dict[str, str]]]:
+def touched(mutations: Sequence[StoreMutation]) -> tuple[list[str], list[dict[str, str]]]:
     """What the plan needs to know the stored state of: the nodes the batch
-    changes, the other nodes its edges end on, and its edges (id, parent, child)."""
+    changes and its edges (id, parent, child)."""
     nodes: dict[str, None] = {}
-    ends: dict[str, None] = {}
     edges: dict[str, dict[str, str]] = {}
     for m in mutations:
         if isinstance(m, (NodeAdded, NodeUpdated, NodeDeleted)):
@@ -127,8 +125,7 @@ def touched(mutations: Sequence[StoreMutation]
         else:
             e = m.edge
             edges[e.ID] = {"id": e.ID, "p": e.Parent, "c": e.Child}
-            ends[e.Parent] = ends[e.Child] = None
-    return list(nodes), [i for i in ends if i not in nodes], list(edges.values())
+    return list(nodes), list(edges.values())
 
 
 def archive_key(ident: str, revision: int, updated_at: int) -> str:
@@ -346,21 +343,17 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
             edge_updates.setdefault(rel, []).append({**srow, "props": props})
 
     # Order matters: removals of stored elements first, then writes, then deletes.
-    # An edge is written only when both its endpoints are there after the node phase.
-    alive = {i for i, st in stored_nodes.items() if st.live}
-    for ident, events in node_events.items():
-        if events[-1].delete:
-            alive.discard(ident)
-        else:
-            alive.add(ident)
+    # An edge is not written when the batch itself deletes one of its endpoints;
+    # an endpoint missing from the database is found by the create's count.
+    gone = {i for i, events in node_events.items() if events[-1].delete}
     for rel in list(edge_creates):
         rows = []
         for row in edge_creates[rel]:
-            if row["p"] in alive and row["c"] in alive:
-                rows.append(row)
-            else:
+            if row["p"] in gone or row["c"] in gone:
                 plan.deferred_edges.append(row["ID"])
                 plan.written_edges.pop(row["ID"], None)
+            else:
+                rows.append(row)
         edge_creates[rel] = rows
 
     plan.add(_EDGE_REMOVE, edge_resets)

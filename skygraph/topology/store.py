@@ -187,12 +187,11 @@ class GraphStore:
     async def apply(self, mutations: Sequence[StoreMutation]) -> ApplyResult:
         """Apply `mutations` in one transaction. Raises the driver's errors."""
         await self._ensure_relationship_indexes(mutations)
-        node_ids, end_ids, edge_rows = touched(mutations)
+        node_ids, edge_rows = touched(mutations)
 
         async def work(tx: neo4j.AsyncManagedTransaction) -> ApplyResult:
             stored_nodes = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, frozenset(r["l"]))
-                            for r in await _unwind(tx, STORED_NODES_QUERY, "ids",
-                                                   node_ids + end_ids)}
+                            for r in await _unwind(tx, STORED_NODES_QUERY, "ids", node_ids)}
             stored_edges = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, rel_type=r["t"])
                             for r in await _unwind(tx, STORED_EDGES_QUERY, "rows", edge_rows)}
             for query, ids, stored in (
