@@ -38,6 +38,15 @@ class Call:
 Arg = Literal | Keyword | Call
 
 
+def describe(arg: Arg) -> str:
+    """An argument as error messages show it: 'eth0', NOW, Metadata(...)."""
+    if isinstance(arg, Literal):
+        return repr(arg.value)
+    if isinstance(arg, Keyword):
+        return arg.name
+    return f"{arg.name}(...)"
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     name: str

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skygraph.gremlin.ast import Arg, Call, Keyword, Literal
+from skygraph.gremlin.ast import Arg, Call, Keyword, Literal, describe
 from skygraph.gremlin.errors import GremlinQueryError
 from skygraph.topology import schema
 from skygraph.topology.model import RESERVED_KEYS
@@ -261,10 +261,3 @@ def ipv4_range(arg: Arg) -> tuple[int, int]:
     raise GremlinQueryError(f"Ipv4Range() expects an IPv4 CIDR, got {describe(arg)}",
                             arg.column)
 
-
-def describe(arg: Arg) -> str:
-    if isinstance(arg, Literal):
-        return repr(arg.value)
-    if isinstance(arg, Keyword):
-        return arg.name
-    return f"{arg.name}(...)"

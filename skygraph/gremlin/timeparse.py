@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from email.utils import parsedate_to_datetime
 
-from skygraph.gremlin.ast import Arg, Keyword, Literal
+from skygraph.gremlin.ast import Arg, Keyword, Literal, describe
 from skygraph.gremlin.errors import GremlinQueryError
 
 _UNIT_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "μs": 1e-3, "ms": 1.0, "s": 1000.0,
@@ -63,7 +63,7 @@ def time_point_ms(arg: Arg, now_ms: int) -> int:
             if stamp is not None and stamp.tzinfo is not None:
                 return int(stamp.timestamp() * 1000)
     raise GremlinQueryError(
-        f"invalid time {_show(arg)}: expected NOW, a duration like '-1s', an RFC 1123 date "
+        f"invalid time {describe(arg)}: expected NOW, a duration like '-1s', an RFC 1123 date "
         "or epoch seconds/milliseconds", arg.column)
 
 
@@ -80,13 +80,6 @@ def duration_ms(arg: Arg, at_ms: int) -> int:
             if delta is not None and delta >= 0:
                 return delta
     raise GremlinQueryError(
-        f"invalid duration {_show(arg)}: expected FOREVER, a duration like '5m' or seconds",
+        f"invalid duration {describe(arg)}: expected FOREVER, a duration like '5m' or seconds",
         arg.column)
 
-
-def _show(arg: Arg) -> str:
-    if isinstance(arg, Literal):
-        return repr(arg.value)
-    if isinstance(arg, Keyword):
-        return arg.name
-    return f"{arg.name}(...)"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skygraph.gremlin import results
-from skygraph.gremlin.ast import Arg, Call, Keyword, Literal, Query, Step
+from skygraph.gremlin.ast import Arg, Call, Keyword, Literal, Query, Step, describe
 from skygraph.gremlin.errors import GremlinQueryError, LimitExceededError, NotAvailableError
 from skygraph.gremlin.parser import FLOW_STEPS
 from skygraph.gremlin.plan import Check, Limits, Plan, Record
@@ -435,7 +435,7 @@ class _Builder:
         names = []
         for arg in step.args:
             if not isinstance(arg, Literal) or arg.value not in self.saved:
-                raise GremlinQueryError(f"Select(): no set saved by As({_show(arg)})",
+                raise GremlinQueryError(f"Select(): no set saved by As({describe(arg)})",
                                         arg.column)
             names.append(self.saved[str(arg.value)])
         new = self.fresh("n")
@@ -588,7 +588,7 @@ class _Builder:
 
 def metadata_arg(arg: Arg, step: Step) -> Call:
     if not isinstance(arg, Call) or arg.name != "Metadata":
-        raise GremlinQueryError(f"{step.name}() expects Metadata(...), got {_show(arg)}",
+        raise GremlinQueryError(f"{step.name}() expects Metadata(...), got {describe(arg)}",
                                 arg.column)
     return arg
 
@@ -615,10 +615,3 @@ def relation_types(args: list[Arg] | tuple[Arg, ...], *, either: bool) -> str | 
             names.append(schema.quote(schema.relationship_type(str(v.value))))
     return "|".join(dict.fromkeys(names))
 
-
-def _show(arg: Arg) -> str:
-    if isinstance(arg, Literal):
-        return repr(arg.value)
-    if isinstance(arg, Keyword):
-        return arg.name
-    return f"{arg.name}(...)"
