@@ -276,7 +276,8 @@ async def _unwind(tx: neo4j.AsyncManagedTransaction, cypher: str, name: str,
 async def _fetch(tx: neo4j.AsyncManagedTransaction, cypher: str, params: dict[str, Any]
                  ) -> Records:
     result = await tx.run(cypher, params)
-    return [dict(zip(r.keys(), r.values(), strict=True)) async for r in result]
+    keys = result.keys()
+    return [dict(zip(keys, row, strict=True)) for row in await result.values()]
 
 
 def _rel_of(stmt: str) -> str:
