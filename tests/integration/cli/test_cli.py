@@ -49,8 +49,8 @@ def graph_env(bolt_server) -> dict[str, str]:
             "SKYGRAPH_GRAPH_PASSWORD": bolt_server.password}
 
 
-def test_import_then_a_bolt_client_sees_the_documented_model(bolt_server, tmp_path):
-    """Acceptance: labels, relationship types and properties of docs/graph-model.md."""
+def import_sample(bolt_server, tmp_path) -> dict[str, str]:
+    """`skygraph graph import --replace` of TOPOLOGY; returns the environment used."""
     path = tmp_path / "topo.json"
     path.write_text(json.dumps(TOPOLOGY))
     env = graph_env(bolt_server)
@@ -58,6 +58,12 @@ def test_import_then_a_bolt_client_sees_the_documented_model(bolt_server, tmp_pa
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "imported 5 nodes and 4 edges" in out.stderr
+    return env
+
+
+def test_import_then_a_bolt_client_sees_the_documented_model(bolt_server, tmp_path):
+    """Acceptance: labels, relationship types and properties of docs/graph-model.md."""
+    env = import_sample(bolt_server, tmp_path)
     with neo4j.GraphDatabase.driver(bolt_server.uri,
                                     auth=(bolt_server.user, bolt_server.password)) as d:
         labels = {tuple(sorted(r["l"])) for r in d.execute_query(
@@ -86,12 +92,7 @@ def test_import_then_a_bolt_client_sees_the_documented_model(bolt_server, tmp_pa
 
 
 def test_query_runs_the_seed_question_on_the_imported_graph(bolt_server, tmp_path):
-    path = tmp_path / "topo.json"
-    path.write_text(json.dumps(TOPOLOGY))
-    env = graph_env(bolt_server)
-    out = subprocess.run([*SKYGRAPH, "graph", "import", "--replace", str(path)], env=env,
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    env = import_sample(bolt_server, tmp_path)
     out = subprocess.run([*SKYGRAPH, "query", "G.V().Has('Name', 'vm1').Out().Has('Name', 'eth0')"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -187,11 +188,7 @@ def test_busy_listen_port_is_a_clear_error(tmp_path):
 def test_every_query_in_the_graph_model_doc_runs(bolt_server, tmp_path):
     """The Cypher users paste from docs/graph-model.md runs and finds the imported graph."""
     import re
-    path = tmp_path / "topo.json"
-    path.write_text(json.dumps(TOPOLOGY))
-    out = subprocess.run([*SKYGRAPH, "graph", "import", "--replace", str(path)],
-                         env=graph_env(bolt_server), capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    import_sample(bolt_server, tmp_path)
     doc = (Path(__file__).resolve().parents[3] / "docs" / "graph-model.md").read_text()
     queries = re.findall(r"```cypher\n(.*?)```", doc, re.S)
     assert len(queries) == 6
