@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
@@ -22,8 +21,8 @@ import uvicorn
 
 from skygraph import __version__
 from skygraph.config import Config
-from skygraph.topology.connect import GraphHandle, connect_graph
-from skygraph.topology.embedded import EmbeddedConfig
+from skygraph.process import batch_writer, graph_connection, stop_on_signals
+from skygraph.topology.connect import GraphHandle
 from skygraph.topology.store import BatchWriter
 
 log = logging.getLogger("skygraph.analyzer")
@@ -39,18 +38,6 @@ def parse_listen(listen: str, key: str = "analyzer.listen") -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"{key}: expected HOST:PORT, got {listen!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def embedded_config(cfg: Config) -> EmbeddedConfig:
-    e = cfg.graph.embedded
-    return EmbeddedConfig(data_dir=cfg.data_dir / "embedded", bolt_port=e.bolt_port,
-                          http_port=e.http_port, heap=e.heap, database=e.database)
-
-
-def graph_connection(cfg: Config) -> contextlib.AbstractAsyncContextManager[GraphHandle]:
-    g = cfg.graph
-    return connect_graph(g.uri, g.user, g.password, g.database or None, embedded_config(cfg),
-                         wait=g.connect_timeout)
 
 
 class StatusApp:
@@ -129,31 +116,29 @@ def bind(listen: str) -> socket.socket:
 
 async def run(cfg: Config, ready: Callable[[str], None] | None = None) -> None:
     sock = bind(cfg.analyzer.listen)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        async with graph_connection(cfg) as handle:
-            w = cfg.graph.writer
-            writer = BatchWriter(handle.store, max_batch=w.max_batch, max_delay=w.max_delay,
-                                 max_queue=w.max_queue, pending_edge_ttl=w.pending_edge_ttl)
-            await writer.start()
-            server = _Server(uvicorn.Config(StatusApp(handle, writer), log_level="warning",
-                                            lifespan="off", access_log=False))
-            serving = asyncio.create_task(server.serve(sockets=[sock]))
-            host, port = sock.getsockname()[:2]
-            log.info("analyzer listening on http://%s:%d (graph: %s %s)", host, port,
-                     handle.backend, handle.store.uri)
-            if ready:
-                ready(f"http://{host}:{port}")
-            await asyncio.wait([serving, asyncio.create_task(stop.wait())],
-                               return_when=asyncio.FIRST_COMPLETED)
-            server.should_exit = True
-            await serving
-            await writer.stop()
-            log.info("analyzer stopped")
+        with stop_on_signals() as stop:
+            await _serve(cfg, sock, stop, ready)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         sock.close()
+
+
+async def _serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
+                 ready: Callable[[str], None] | None) -> None:
+    async with graph_connection(cfg) as handle:
+        writer = batch_writer(cfg, handle.store)
+        await writer.start()
+        server = _Server(uvicorn.Config(StatusApp(handle, writer), log_level="warning",
+                                        lifespan="off", access_log=False))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        host, port = sock.getsockname()[:2]
+        log.info("analyzer listening on http://%s:%d (graph: %s %s)", host, port,
+                 handle.backend, handle.store.uri)
+        if ready:
+            ready(f"http://{host}:{port}")
+        await asyncio.wait([serving, asyncio.create_task(stop.wait())],
+                           return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+        await writer.stop()
+        log.info("analyzer stopped")

@@ -51,6 +51,11 @@ def parser() -> argparse.ArgumentParser:
                                  "or ISO 8601 (2026-11-20T10:00:00+00:00)")
     _graph_flags(ge)
 
+    from skygraph import agent
+    ag = sub.add_parser("agent", help="run the topology probes on this host (as root)")
+    agent.add_arguments(ag)
+    _graph_flags(ag)
+
     from skygraph.gremlin import cli as gremlin_cli
     q = sub.add_parser("query", help="run a Skydive Gremlin query on the graph")
     gremlin_cli.add_arguments(q)
@@ -80,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _analyzer(cfg, args)
         if args.command == "graph":
             return asyncio.run(_graph(cfg, args))
+        if args.command == "agent":
+            from skygraph import agent
+            return agent.run(args, cfg)
         if args.command == "query":
             return asyncio.run(_query(cfg, args))
         if args.command == "flows":
@@ -106,7 +114,7 @@ def _analyzer(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _graph(cfg: Config, args: argparse.Namespace) -> int:
-    from skygraph.analyzer import graph_connection
+    from skygraph.process import graph_connection
     from skygraph.topology import snapshot
     from skygraph.topology.graph import Graph
     from skygraph.topology.mutations import EdgeAdded, NodeAdded
@@ -145,8 +153,8 @@ async def _graph(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _query(cfg: Config, args: argparse.Namespace) -> int:
-    from skygraph.analyzer import graph_connection
     from skygraph.gremlin import cli as gremlin_cli
+    from skygraph.process import graph_connection
     async with graph_connection(cfg) as handle:
         return await gremlin_cli.run_async(args, handle.store.read)
 

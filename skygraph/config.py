@@ -13,6 +13,7 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,19 +72,55 @@ class LoggingSection:
     level: str = "INFO"
 
 
+# Optional topology probes (host, netns and netlink always run on an agent).
+KNOWN_PROBES = ("ovsdb",)
+
+
+@dataclass(frozen=True)
+class NetnsSection:
+    run_path: str = "/var/run/netns"
+
+
+@dataclass(frozen=True)
+class NetlinkSection:
+    metrics_update: float = 30.0     # seconds between counter refreshes; 0 = never
+
+
+@dataclass(frozen=True)
+class TopologySection:
+    probes: tuple[str, ...] = ("ovsdb",)
+    netns: NetnsSection = field(default_factory=NetnsSection)
+    netlink: NetlinkSection = field(default_factory=NetlinkSection)
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    metadata: Mapping[str, Any] = field(default_factory=dict)   # any tree, kept nested
+    topology: TopologySection = field(default_factory=TopologySection)
+
+
+@dataclass(frozen=True)
+class OvsSection:
+    ovsdb: str = "unix:///var/run/openvswitch/db.sock"
+    enable_stats: bool = False       # Ovs.Metric from Interface.statistics
+    sync_timeout: float = 5.0        # how long the first resync waits for OVSDB
+
+
 @dataclass(frozen=True)
 class Config:
     host_id: str = ""
     analyzer: AnalyzerSection = field(default_factory=AnalyzerSection)
     graph: GraphSection = field(default_factory=GraphSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
+    agent: AgentSection = field(default_factory=AgentSection)
+    ovs: OvsSection = field(default_factory=OvsSection)
 
     @property
     def data_dir(self) -> Path:
         return Path(self.graph.embedded.data_dir or default_data_dir())
 
 
-def load(path: str | None = None, env: typing.Mapping[str, str] | None = None) -> Config:
+def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Config:
     """Read `path` (YAML, or TOML by extension), then apply environment overrides."""
     raw: Any = {}
     if path:
@@ -98,6 +135,10 @@ def load(path: str | None = None, env: typing.Mapping[str, str] | None = None) -
             raise ConfigError(f"{path}: not valid {'TOML' if p.suffix == '.toml' else 'YAML'}: "
                               f"{exc}") from exc
     cfg = build(Config, raw, "")
+    for probe in cfg.agent.topology.probes:
+        if probe not in KNOWN_PROBES:
+            raise ConfigError(f"agent.topology.probes: unknown probe {probe!r} "
+                              f"(known: {', '.join(KNOWN_PROBES)})")
     env = os.environ if env is None else env
     return override(cfg, **{k: env.get(f"SKYGRAPH_GRAPH_{k.upper()}")
                             for k in ("uri", "user", "password", "database")})
@@ -136,6 +177,15 @@ def build(cls: type[T], raw: Any, where: str) -> T:
 def _convert(hint: Any, value: Any, name: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return build(hint, value, name)  # type: ignore[arg-type]
+    origin = typing.get_origin(hint)
+    if origin is tuple:  # tuple[str, ...]: a list of strings
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name}: expected a list of strings, got {value!r}")
+        return tuple(value)
+    if origin is Mapping:  # Mapping[str, Any]: any tree with string keys
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{name}: expected a mapping with string keys, got {value!r}")
+        return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(hint, type) and isinstance(value, hint) and not (
