@@ -37,9 +37,9 @@ WINDOW = VXLAN_HEADERS + 14 + 20 + 20  # deepest common-case header byte
 PAD = WINDOW
 TCP_EVENTS = 0x07  # FIN, SYN, RST
 ROW = 6 * 8  # bytes of a flow identity row
-LARGE_BLOCK, SMALL_BLOCK = 32 << 20, 8 << 20
-LARGE_TABLE = 100_000  # flows from which blocks are small
-KEY_CACHE = 1 << 17  # group identities remembered between batches
+LARGE_BLOCK, SMALL_BLOCK = 16 << 20, 4 << 20
+LARGE_TABLE = 20_000  # flows from which blocks are small
+KEY_CACHE = 1 << 16  # group identities remembered between batches
 MAX_SUBPACKETS = 16  # flows one packet outside the common case may create (a bound)
 
 # ICMPv4 type -> folded ICMPType value (flow/icmp.go)

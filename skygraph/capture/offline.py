@@ -110,9 +110,12 @@ def process_file(path: Path, opts: CaptureOptions, bpf: str = "", node_tid: str 
     remaining = table.flush()
     collect(remaining)
     flows = _parents_first(done)
-    order = {f.uuid: i for i, f in enumerate(flows)}
-    return Result(flows, table.packets, table.dropped, [(p, order[u]) for p, u in raw],
-                  fast_path.batched)
+    done.clear()
+    ordered_raw: list[tuple[RawPacket, int]] = []
+    if raw:
+        order = {f.uuid: i for i, f in enumerate(flows)}
+        ordered_raw = [(p, order[u]) for p, u in raw]
+    return Result(flows, table.packets, table.dropped, ordered_raw, fast_path.batched)
 
 
 def _parents_first(by_uuid: dict[str, Flow]) -> list[Flow]:
