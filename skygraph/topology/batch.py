@@ -93,6 +93,10 @@ class Statement:
     # Rows of edges this statement creates (it returns how many it created; a
     # shortfall means an endpoint went away meanwhile: see MISSING_ENDS_QUERY).
     creates_edges: tuple[dict[str, str], ...] = ()
+    # Nodes this statement updates only if they are still at the revision the
+    # store remembers (it returns how many it updated; a shortfall means the
+    # memory is stale: the store forgets these nodes and applies the batch again).
+    guarded: tuple[str, ...] = ()
 
 
 @dataclass
@@ -109,9 +113,9 @@ class BatchPlan:
     written_edges: dict[str, Known | None] = field(default_factory=dict)
 
     def add(self, cypher: str, rows: list[dict[str, Any]],
-            creates: tuple[dict[str, str], ...] = ()) -> None:
+            creates: tuple[dict[str, str], ...] = (), guarded: tuple[str, ...] = ()) -> None:
         if rows:
-            self.statements.append(Statement(cypher, {"rows": rows}, creates))
+            self.statements.append(Statement(cypher, {"rows": rows}, creates, guarded))
 
 
 def touched(mutations: Sequence[StoreMutation]) -> tuple[list[str], list[dict[str, str]]]:
@@ -294,8 +298,9 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
         if stored is None:
             node_creates.setdefault(labels, []).append({"props": props})
         elif (k := _known_for(known_nodes.get(ident), stored)) is not None:
-            node_diffs.append({"ID": ident, "key": stored_row["key"],
-                               "old": _archived(k, first), "diff": _diff(k.props, props)})
+            node_diffs.append({"ID": ident, "key": stored_row["key"], "r": k.revision,
+                               "u": k.updated_at, "old": _archived(k, first),
+                               "diff": _diff(k.props, props)})
         else:
             stored_row["props"] = props
             node_updates.append(stored_row)
@@ -362,7 +367,7 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
     plan.add(_NODE_EDGES_DROP, node_relabels)
     plan.add(_NODE_REMOVE, node_relabels)
     plan.add(_NODE_UPDATE, node_updates)
-    plan.add(_NODE_UPDATE_KNOWN, node_diffs)
+    plan.add(_NODE_UPDATE_KNOWN, node_diffs, guarded=tuple(r["ID"] for r in node_diffs))
     for labels, rows in sorted(node_creates.items()):
         plan.add(_node_create(labels), rows)
     for rel, rows in sorted(kept_edges.items()):
@@ -394,7 +399,8 @@ _NODE_UPDATE = (
 )
 _NODE_UPDATE_KNOWN = (
     "UNWIND $rows AS row MATCH (n:Node {ID: row.ID}) "
-    "CREATE (a:ArchivedNode) SET a = row.old SET n += row.diff"
+    "WHERE n.Revision = row.r AND n.UpdatedAt = row.u "
+    "CREATE (a:ArchivedNode) SET a = row.old SET n += row.diff RETURN count(n) AS updated"
 )
 _NODE_REMOVE = (
     "UNWIND $rows AS row MATCH (n:Node {ID: row.ID}) "
@@ -421,6 +427,24 @@ _EDGE_REMOVE = (
 def _edge_update_known(rel: str) -> str:
     return (f"UNWIND $rows AS row MATCH (:Node {{ID: row.p}})-[e:{quote(rel)}]->(:Node {{ID: row.c}}) "
             "WHERE e.ID = row.ID CREATE (a:ArchivedEdge) SET a = row.old SET e += row.diff")
+
+
+def assumed_stored(mutations: Sequence[StoreMutation], known: Mapping[str, Known]
+                   ) -> dict[str, Stored]:
+    """Nodes whose stored state need not be read: the batch only updates them
+    (no delete, same kind) and the store remembers their revision. Their
+    update is guarded (`Statement.guarded`), so a stale memory is detected."""
+    out: dict[str, Stored] = {}
+    for ident, events in _group(mutations)[0].items():
+        k = known.get(ident)
+        if k is None or any(ev.delete for ev in events):
+            continue
+        labels = node_labels(Node(ident, {"Type": k.props.get("Type", "")}))
+        final = events[-1].element
+        assert isinstance(final, Node)
+        if node_labels(final) == labels:
+            out[ident] = Stored(k.updated_at, k.revision, frozenset(labels))
+    return out
 
 
 def _known_for(known: Known | None, stored: Stored) -> Known | None:

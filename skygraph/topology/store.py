@@ -34,6 +34,7 @@ from skygraph.topology.batch import (
     BatchPlan,
     Known,
     Stored,
+    assumed_stored,
     compile_batch,
     touched,
 )
@@ -187,11 +188,25 @@ class GraphStore:
     async def apply(self, mutations: Sequence[StoreMutation]) -> ApplyResult:
         """Apply `mutations` in one transaction. Raises the driver's errors."""
         await self._ensure_relationship_indexes(mutations)
+        try:
+            return await self._apply(mutations)
+        except _StaleMemory as stale:
+            # Another writer changed nodes this store remembered: forget them
+            # and apply again, reading their stored state this time.
+            for ident in stale.ids:
+                self.known_nodes.put(ident, None)
+            return await self._apply(mutations)
+
+    async def _apply(self, mutations: Sequence[StoreMutation]) -> ApplyResult:
         node_ids, edge_rows = touched(mutations)
+        known_n = {i: k for i in node_ids if (k := self.known_nodes.get(i)) is not None}
+        assumed = assumed_stored(mutations, known_n)
+        read_ids = [i for i in node_ids if i not in assumed]
 
         async def work(tx: neo4j.AsyncManagedTransaction) -> ApplyResult:
             stored_nodes = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, frozenset(r["l"]))
-                            for r in await _unwind(tx, STORED_NODES_QUERY, "ids", node_ids)}
+                            for r in await _unwind(tx, STORED_NODES_QUERY, "ids", read_ids)}
+            stored_nodes.update(assumed)
             stored_edges = {r["id"]: Stored(r["u"] or 0, r["r"] or 0, rel_type=r["t"])
                             for r in await _unwind(tx, STORED_EDGES_QUERY, "rows", edge_rows)}
             for query, ids, stored in (
@@ -201,7 +216,6 @@ class GraphStore:
                                            stored_edges], stored_edges)):
                 for r in await _unwind(tx, query, "ids", ids):
                     stored[r["id"]] = Stored(0, 0, deleted_at=r["d"])
-            known_n = {i: k for i in node_ids if (k := self.known_nodes.get(i)) is not None}
             known_e = {r["id"]: k for r in edge_rows
                        if (k := self.known_edges.get(r["id"])) is not None}
             plan = compile_batch(mutations, stored_nodes, stored_edges, None, known_n, known_e)
@@ -217,6 +231,8 @@ class GraphStore:
             missing = list(plan.deferred_edges)
             for stmt in plan.statements:
                 records = await _fetch(tx, stmt.cypher, stmt.params)
+                if stmt.guarded and records[0]["updated"] < len(stmt.guarded):
+                    raise _StaleMemory(stmt.guarded)
                 if stmt.creates_edges and records[0]["created"] < len(stmt.creates_edges):
                     rows = list(stmt.creates_edges)
                     missing.extend(r["id"] for r in await _unwind(tx, MISSING_ENDS_QUERY,
@@ -265,6 +281,15 @@ class GraphStore:
         query = history.NODE_LIVE if at is None else history.NODE_AT
         rows = await self.read(query, {"id": ident, "t": at})
         return history.node_from_record(rows[0]) if rows else None
+
+
+class _StaleMemory(Exception):
+    """Raised inside a transaction (which then rolls back) when nodes were not at
+    the revision the store remembered."""
+
+    def __init__(self, ids: tuple[str, ...]) -> None:
+        super().__init__(f"{len(ids)} nodes changed by another writer")
+        self.ids = ids
 
 
 async def _unwind(tx: neo4j.AsyncManagedTransaction, cypher: str, name: str,

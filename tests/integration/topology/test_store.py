@@ -344,3 +344,26 @@ def test_database_down_producers_wait_on_a_full_queue_and_nothing_is_lost(bolt_s
         await writer.stop()
         await store.close()
     run(scenario())
+
+
+def test_update_from_a_stale_memory_is_detected_and_applied_correctly(bolt_server):
+    """Store A remembers revision 1 of a node; store B (another writer) moves it
+    to revision 2; A's update (revision 3) must archive revision 2, not 1."""
+    async def scenario():
+        a = await open_store(bolt_server)
+        b = await open_store(bolt_server, clear=False)
+        n1 = intf("n", "eth1").with_(CreatedAt=1, UpdatedAt=1000, Revision=1)
+        await a.apply([NodeAdded(n1)])
+        assert a.known_nodes.get("n") is not None
+        await b.apply([NodeUpdated(intf("n", "eth2").with_(CreatedAt=1, UpdatedAt=2000,
+                                                          Revision=2))])
+        await a.apply([NodeUpdated(intf("n", "eth3").with_(CreatedAt=1, UpdatedAt=3000,
+                                                          Revision=3))])
+        nodes, _ = await a.revisions(0, 10_000)
+        assert sorted((n.Revision, n.name) for n in nodes) == [
+            (1, "eth1"), (2, "eth2"), (3, "eth3")]
+        assert (await a.node("n", at=2500)).name == "eth2"
+        assert a.known_nodes.get("n").revision == 3
+        await a.close()
+        await b.close()
+    run(scenario())
