@@ -159,6 +159,18 @@ def test_analyzer_on_the_embedded_default_serves_health_and_stops_on_sigterm(tmp
         assert "ArcadeDB" in body["Graph"]["Server"]
         java_pid = int((data / "embedded" / "server.pid").read_text())
         assert _get(f"http://{listen}/nope")[0] == 404
+        # Other commands with the same configuration reuse the running server.
+        topo = tmp_path / "topo.json"
+        topo.write_text(json.dumps(TOPOLOGY))
+        out = subprocess.run([*SKYGRAPH, "-c", str(cfg), "graph", "import", str(topo)], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert "reusing it" in out.stderr
+        out = subprocess.run([*SKYGRAPH, "-c", str(cfg), "query", "G.V().Count()"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert (out.returncode, out.stdout.strip()) == (0, "5"), out.stderr
+        assert int((data / "embedded" / "server.pid").read_text()) == java_pid
+        assert _get(f"http://{listen}/health")[0] == 200
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, out
