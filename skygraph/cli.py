@@ -47,8 +47,8 @@ def parser() -> argparse.ArgumentParser:
     _graph_flags(gi)
     ge = gs.add_parser("export", help="write the topology as Skydive JSON")
     ge.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
-    ge.add_argument("--at", help="the graph as it was at this time: ms or s since the epoch, "
-                                 "or ISO 8601 (2026-11-20T10:00:00+00:00)")
+    ge.add_argument("--at", help="the graph as it was then: -1h (relative), NOW, epoch s or ms, "
+                                 "RFC 1123 or ISO 8601 (2026-11-20T10:00:00+00:00)")
     _graph_flags(ge)
 
     from skygraph import agent
@@ -159,17 +159,28 @@ async def _query(cfg: Config, args: argparse.Namespace) -> int:
         return await gremlin_cli.run_async(args, handle.store.read)
 
 
-def parse_time(text: str) -> int:
-    """ms since the epoch from `text`: an integer (s if <= 2^31-1, else ms) or ISO 8601."""
+def parse_time(text: str, now_ms: int | None = None) -> int:
+    """ms since the epoch from `text`, as Gremlin's `At` reads it (a duration
+    relative to now like `-1h`, `NOW`, an RFC 1123 date, epoch seconds or
+    milliseconds), or an ISO 8601 date."""
+    import time
     from datetime import datetime
-    if text.lstrip("-").isdigit():
-        value = int(text)
-        return value * 1000 if value <= 2**31 - 1 else value
+
+    from skygraph.gremlin import GremlinError
+    from skygraph.gremlin.ast import Keyword, Literal
+    from skygraph.gremlin.timeparse import time_point_ms
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    arg = Keyword("NOW", 0) if text.upper() == "NOW" else Literal(
+        int(text) if text.isdigit() else text, 0)
+    try:
+        return time_point_ms(arg, now)
+    except GremlinError:
+        pass
     try:
         return int(datetime.fromisoformat(text).timestamp() * 1000)
     except ValueError:
-        raise ValueError(f"--at: expected epoch seconds/milliseconds or ISO 8601, "
-                         f"got {text!r}") from None
+        raise ValueError(f"--at: expected a duration like -1h, NOW, an RFC 1123 or ISO 8601 "
+                         f"date, or epoch seconds/milliseconds; got {text!r}") from None
 
 
 if __name__ == "__main__":
