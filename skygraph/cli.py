@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     _graph_flags(gi)
     ge = gs.add_parser("export", help="write the topology as Skydive JSON")
     ge.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
-    ge.add_argument("--at", help="the graph as it was then: -1h (relative), NOW, epoch s or ms, "
+    ge.add_argument("--at", help="the graph as it was then: --at=-1h (relative), NOW, epoch s or ms, "
                                  "RFC 1123 or ISO 8601 (2026-11-20T10:00:00+00:00)")
     _graph_flags(ge)
 
