@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
 import statistics
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from skygraph.gremlin import execute
-from skygraph.topology.embedded import USER, EmbeddedConfig, EmbeddedServer
+from skygraph.topology.embedded import USER, EmbeddedConfig, EmbeddedServer, free_port
 from skygraph.topology.graph import Graph
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import EdgeAdded, NodeAdded, StoreMutation
@@ -67,12 +66,6 @@ QUERIES: list[tuple[str, str, str, dict[str, Any], bool]] = [
      "RETURN [x IN nodes(p) | properties(x)] AS path", {"a": "ns42-eth0", "b": "ns43-eth0"},
      False),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def topology(namespaces: int, interfaces: int) -> list[StoreMutation]:

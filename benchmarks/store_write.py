@@ -18,23 +18,16 @@ import asyncio
 import os
 import resource
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from skygraph.topology.embedded import USER, EmbeddedConfig, EmbeddedServer
+from skygraph.topology.embedded import USER, EmbeddedConfig, EmbeddedServer, free_port
 from skygraph.topology.graph import Graph
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import EdgeAdded, NodeAdded, NodeUpdated, StoreMutation
 from skygraph.topology.store import BatchWriter, GraphStore
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_hwm_mb(pid: int) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import tempfile
 import threading
 from collections.abc import Awaitable, Coroutine, Iterator
@@ -18,17 +17,11 @@ from typing import Any, TypeVar
 
 import pytest
 
-from skygraph.topology.embedded import USER, EmbeddedConfig, EmbeddedServer
+from skygraph.topology.embedded import USER, EmbeddedConfig, EmbeddedServer, free_port
 from skygraph.topology.store import GraphStore
 
 T = TypeVar("T")
 RUN_ID = f"sg{os.getpid()}"  # prefix of everything tests create on the host
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LoopThread:

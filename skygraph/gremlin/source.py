@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from skygraph.topology import schema
+from skygraph.topology import history, schema
 
 NODE = schema.quote(schema.NODE_LABEL)
 ARCHIVED_NODE = schema.quote(schema.ARCHIVED_NODE_LABEL)
@@ -87,15 +87,9 @@ class HistorySource:
         self.frm = from_param
 
     def visible(self, x: str) -> str:
-        t = self.t
         if self.frm is None:
-            return (f"{x}.CreatedAt <= {t} AND {x}.UpdatedAt <= {t} AND "
-                    f"({x}.DeletedAt IS NULL OR {x}.DeletedAt > {t}) AND "
-                    f"({x}.ArchivedAt IS NULL OR {x}.ArchivedAt > {t})")
-        f = self.frm
-        return (f"{x}.CreatedAt <= {t} AND {x}.UpdatedAt <= {t} AND "
-                f"({x}.DeletedAt IS NULL OR {x}.DeletedAt >= {f}) AND "
-                f"({x}.ArchivedAt IS NULL OR {x}.ArchivedAt >= {f})")
+            return history.visible_at(x, self.t)
+        return history.visible_in(x, self.frm, self.t)
 
     def _live_edge_visible(self, e: str) -> str:
         # A live relationship has no DeletedAt/ArchivedAt: only its start matters.

@@ -6,7 +6,6 @@ subscriber, in order. A subscriber's queue is bounded; a full queue makes
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -22,13 +21,6 @@ class Subscription(Generic[T]):
 
     def close(self) -> None:
         self._bus.unsubscribe(self)
-
-    def __aiter__(self) -> AsyncIterator[T]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[T]:
-        while True:
-            yield await self.queue.get()
 
 
 class EventBus(Generic[T]):
@@ -47,7 +39,3 @@ class EventBus(Generic[T]):
     async def publish(self, event: T) -> None:
         for sub in list(self._subs):
             await sub.queue.put(event)
-
-    @property
-    def subscribers(self) -> int:
-        return len(self._subs)

@@ -46,6 +46,13 @@ def package_dir() -> Path:
     return Path(spec.origin).parent
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` now (for tests, benchmarks and side-by-side servers)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     with socket.socket() as s:
         s.settimeout(timeout)

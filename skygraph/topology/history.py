@@ -19,31 +19,38 @@ from typing import Any
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.schema import from_properties
 
-_LIVE_EDGE = "MATCH (:Node)-[e]->(:Node) {where} RETURN properties(e) AS p"
-_ARCH_EDGE = "MATCH (e:ArchivedEdge) {where} RETURN properties(e) AS p"
+
+def visible_at(x: str, t: str) -> str:
+    """Cypher condition: revision `x` is the one visible at time point `t`
+    (a parameter or expression). Live elements pass on their start alone."""
+    return (f"{x}.CreatedAt <= {t} AND {x}.UpdatedAt <= {t} AND "
+            f"({x}.DeletedAt IS NULL OR {x}.DeletedAt > {t}) AND "
+            f"({x}.ArchivedAt IS NULL OR {x}.ArchivedAt > {t})")
+
+
+def visible_in(x: str, start: str, end: str) -> str:
+    """Cypher condition: revision `x` is alive at some instant of [start, end]."""
+    return (f"{x}.CreatedAt <= {end} AND {x}.UpdatedAt <= {end} AND "
+            f"({x}.DeletedAt IS NULL OR {x}.DeletedAt >= {start}) AND "
+            f"({x}.ArchivedAt IS NULL OR {x}.ArchivedAt >= {start})")
+
+
+def _union(nodes: bool, cond: str, x: str, key: str = "") -> str:
+    """Live and archived revisions of nodes (or edges) that satisfy `cond`."""
+    live = f"MATCH ({x}:Node{key})" if nodes else f"MATCH (:Node)-[{x}{key}]->(:Node)"
+    archived = f"MATCH ({x}:{'ArchivedNode' if nodes else 'ArchivedEdge'}{key})"
+    return (f"{live} WHERE {cond} RETURN properties({x}) AS p UNION ALL "
+            f"{archived} WHERE {cond} RETURN properties({x}) AS p")
+
 
 LIVE_NODES = "MATCH (n:Node) RETURN properties(n) AS p"
-LIVE_EDGES = _LIVE_EDGE.format(where="")
-
-_AT = "{x}.CreatedAt <= $t AND {x}.UpdatedAt <= $t"
-_ARCH_AT = (_AT + " AND {x}.ArchivedAt > $t AND ({x}.DeletedAt IS NULL OR {x}.DeletedAt > $t)")
-_IN = "{x}.CreatedAt <= $end AND {x}.UpdatedAt <= $end"
-_ARCH_IN = (_IN + " AND {x}.ArchivedAt >= $start AND "
-            "({x}.DeletedAt IS NULL OR {x}.DeletedAt >= $start)")
-
-NODES_AT = (f"MATCH (n:Node) WHERE {_AT.format(x='n')} RETURN properties(n) AS p UNION ALL "
-            f"MATCH (n:ArchivedNode) WHERE {_ARCH_AT.format(x='n')} RETURN properties(n) AS p")
-EDGES_AT = (_LIVE_EDGE.format(where="WHERE " + _AT.format(x="e")) + " UNION ALL "
-            + _ARCH_EDGE.format(where="WHERE " + _ARCH_AT.format(x="e")))
-NODES_IN = (f"MATCH (n:Node) WHERE {_IN.format(x='n')} RETURN properties(n) AS p UNION ALL "
-            f"MATCH (n:ArchivedNode) WHERE {_ARCH_IN.format(x='n')} RETURN properties(n) AS p")
-EDGES_IN = (_LIVE_EDGE.format(where="WHERE " + _IN.format(x="e")) + " UNION ALL "
-            + _ARCH_EDGE.format(where="WHERE " + _ARCH_IN.format(x="e")))
-
+LIVE_EDGES = "MATCH (:Node)-[e]->(:Node) RETURN properties(e) AS p"
+NODES_AT = _union(True, visible_at("n", "$t"), "n")
+EDGES_AT = _union(False, visible_at("e", "$t"), "e")
+NODES_IN = _union(True, visible_in("n", "$start", "$end"), "n")
+EDGES_IN = _union(False, visible_in("e", "$start", "$end"), "e")
 NODE_LIVE = "MATCH (n:Node {ID: $id}) RETURN properties(n) AS p"
-NODE_AT = (f"MATCH (n:Node {{ID: $id}}) WHERE {_AT.format(x='n')} RETURN properties(n) AS p "
-           f"UNION ALL MATCH (n:ArchivedNode {{ID: $id}}) WHERE {_ARCH_AT.format(x='n')} "
-           "RETURN properties(n) AS p")
+NODE_AT = _union(True, visible_at("n", "$t"), "n", " {ID: $id}")
 
 
 def node_from_record(record: Mapping[str, Any]) -> Node:

@@ -55,7 +55,6 @@ INTERFACE_TYPES = frozenset({
     "dpdk", "dpdkr", "dpdkvhostuser", "dpdkvhostuserclient", "system", "can", "vcan", "veth-peer",
 })
 INTERFACE_LABEL = "Interface"
-KIND_LABEL_SET = frozenset(KIND_LABELS.values()) | {INTERFACE_LABEL}
 
 # Relationship types known in advance get an index on their ID at bootstrap.
 KNOWN_RELATION_TYPES = ("ownership", "layer2", "mirroring", "vf", "vlayer2", "connected",

@@ -49,7 +49,12 @@ from skygraph.topology.mutations import (
     NodeUpdated,
     StoreMutation,
 )
-from skygraph.topology.schema import relationship_index_statement, schema_statements
+from skygraph.topology.schema import (
+    KNOWN_RELATION_TYPES,
+    relationship_index_statement,
+    relationship_type,
+    schema_statements,
+)
 
 log = logging.getLogger("skygraph.store")
 
@@ -148,10 +153,9 @@ class GraphStore:
         """Create constraints and indexes (idempotent)."""
         for stmt in schema_statements():
             await self.run(stmt)
-        self._rel_indexes.update(_rel_of(s) for s in schema_statements() if "()-[r:" in s)
+        self._rel_indexes.update(relationship_type(r) for r in KNOWN_RELATION_TYPES)
 
     async def _ensure_relationship_indexes(self, mutations: Sequence[StoreMutation]) -> None:
-        from skygraph.topology.schema import relationship_type
         for m in mutations:
             if isinstance(m, (EdgeAdded, EdgeUpdated)):
                 rel = relationship_type(m.edge.relation_type)
@@ -178,8 +182,7 @@ class GraphStore:
                    ) -> Records:
         """Run a read query in a read transaction (the seam the Gremlin translator uses)."""
         async def work(tx: neo4j.AsyncManagedTransaction) -> Records:
-            result = await tx.run(cypher, params)
-            return [r.data() async for r in result]
+            return await _fetch(tx, cypher, params)
         async with self._driver.session(database=self.database) as session:
             return await session.execute_read(
                 neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
@@ -303,10 +306,6 @@ async def _fetch(tx: neo4j.AsyncManagedTransaction, cypher: str, params: dict[st
     result = await tx.run(cypher, params)
     keys = result.keys()
     return [dict(zip(keys, row, strict=True)) for row in await result.values()]
-
-
-def _rel_of(stmt: str) -> str:
-    return stmt.split("()-[r:`", 1)[1].split("`", 1)[0]
 
 
 # ==================================================================== writer
