@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-apt_pkgs=(python3 python3-venv python3-dev gcc iproute2 iputils-ping tcpdump tshark tcpreplay
+apt_pkgs=(python3 python3-venv python3-dev gcc iproute2 iputils-ping tcpdump tshark tcpreplay chromium
           softflowd nfdump openvswitch-switch netcat-openbsd procps)
 if [ "${SKYGRAPH_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   missing=()
@@ -39,7 +39,10 @@ stamp=.venv/.skygraph-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log=.venv/pip-install.log
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-         .venv/bin/python -m pip install -q -e ".[dev]"; } >"$log" 2>&1; then
+         .venv/bin/python -m pip install -q -e ".[dev]" &&
+         # skydive-client (test peer): its REST client needs only the standard library;
+         # its declared deps pull the Python 2 era `asyncio` backport, so skip them.
+         .venv/bin/python -m pip install -q --no-deps skydive-client==0.10.0; } >"$log" 2>&1; then
     cat "$log" >&2
     echo "install: pip failed (log above, also in $log)" >&2
     exit 1

@@ -1,29 +1,34 @@
 """`skygraph analyzer`: connects to the graph (embedded or external), bootstraps
-the schema, runs the batched writer and serves HTTP on `analyzer.listen`
-(uvicorn). For now HTTP serves health and status; GraphQL and the REST API
-mount here as they arrive. SIGTERM/SIGINT stop it cleanly: the writer
-flushes, the database connection closes, the embedded server stops.
+the schema, loads the live graph, runs the batched writer and serves on
+`analyzer.listen` (uvicorn; HTTPS when `analyzer.tls` is set): GraphQL and
+GraphiQL under /graphql, Skydive's REST API under /api and /login, /health;
+one authentication gate in front of all of them. SIGTERM/SIGINT stop it
+cleanly: the writer flushes, the database connection closes, the embedded
+server stops.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
-import time
+import ssl
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from dataclasses import asdict
 from typing import Any
 
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from skygraph import __version__
+from skygraph.api.auth import Authenticator, AuthMiddleware, read_users
+from skygraph.api.rest import rest_app
+from skygraph.api.service import Api
 from skygraph.config import Config
+from skygraph.graphql.app import make_app
+from skygraph.gremlin import Limits
 from skygraph.process import batch_writer, graph_connection, stop_on_signals
-from skygraph.topology.connect import GraphHandle
-from skygraph.topology.store import BatchWriter
 
 log = logging.getLogger("skygraph.analyzer")
 
@@ -31,6 +36,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def parse_listen(listen: str, key: str = "analyzer.listen") -> tuple[str, int]:
@@ -40,56 +46,46 @@ def parse_listen(listen: str, key: str = "analyzer.listen") -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-class StatusApp:
-    """ASGI app: `GET /health` (200 when the graph answers, else 503) and `GET /api/status`."""
+def health_route(api: Api) -> Route:
+    """`GET /health`: 200 when the graph answers, else 503 (open without credentials)."""
+    async def health(request: Request) -> Response:
+        healthy, detail = await api.graph_health()
+        return JSONResponse({"status": "ok" if healthy else "unavailable", "graph": detail},
+                            status_code=200 if healthy else 503)
+    return Route("/health", health, methods=["GET", "HEAD"])
 
-    def __init__(self, handle: GraphHandle, writer: BatchWriter) -> None:
-        self.handle = handle
-        self.writer = writer
-        self.started = time.time()
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+def authenticator(cfg: Config) -> Authenticator:
+    a = cfg.analyzer.auth
+    users = read_users(a.users_file) if a.users_file else {}
+    return Authenticator(a.token, users, a.session_ttl)
+
+
+def http_app(api: Api, auth: Authenticator, cfg: Config) -> ASGIApp:
+    """Everything on the analyzer port: GraphQL under /graphql, REST and /health
+    elsewhere, all behind the authentication gate."""
+    rest = rest_app(api, auth, [health_route(api)])
+    a = cfg.analyzer.api
+    graphql = make_app(api, max_depth=a.max_depth, max_page=a.max_page,
+                       authorize_ws=auth.check_params if auth.enabled else None)
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
             return
-        path, method = scope["path"], scope["method"]
-        if method not in ("GET", "HEAD"):
-            await _json(send, 405, {"error": f"{method} not allowed on {path}"})
-        elif path == "/health":
-            healthy, detail = await self.graph_health()
-            await _json(send, 200 if healthy else 503,
-                        {"status": "ok" if healthy else "unavailable", "graph": detail})
-        elif path == "/api/status":
-            await _json(send, 200, await self.status())
-        else:
-            await _json(send, 404, {"error": f"no such resource: {path}"})
+        path = scope.get("path", "")
+        target = graphql if path == "/graphql" or path.startswith("/graphql/") else rest
+        await target(scope, receive, send)
+    return AuthMiddleware(dispatch, auth)
 
-    async def graph_health(self) -> tuple[bool, str]:
+
+async def _expire_captures(api: Api, every: float = 1.0) -> None:
+    while True:
+        await asyncio.sleep(every)
         try:
-            await self.handle.store.run("RETURN 1", timeout=2.0)
-            return True, "ok"
-        except Exception as exc:
-            return False, f"{type(exc).__name__}: {exc}"
-
-    async def status(self) -> dict[str, Any]:
-        healthy, detail = await self.graph_health()
-        store = self.handle.store
-        server = self.handle.embedded
-        return {
-            "Version": __version__,
-            "Uptime": int(time.time() - self.started),
-            "Graph": {"Backend": self.handle.backend, "URI": store.uri,
-                      "Server": store.dialect.server_agent, "Healthy": healthy, "Detail": detail,
-                      "Restarts": server.restarts if server else 0},
-            "Writer": asdict(self.writer.stats),
-        }
-
-
-async def _json(send: Send, status: int, body: Any) -> None:
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
+            for uuid in await api.captures.expire():
+                log.info("capture %s deleted: its TTL passed", uuid)
+        except Exception as exc:  # the database may be restarting; try again later
+            log.warning("capture expiry: %s", exc)
 
 
 class _Server(uvicorn.Server):
@@ -118,26 +114,49 @@ async def run(cfg: Config, ready: Callable[[str], None] | None = None) -> None:
     sock = bind(cfg.analyzer.listen)
     try:
         with stop_on_signals() as stop:
-            await _serve(cfg, sock, stop, ready)
+            await serve(cfg, sock, stop, ready)
     finally:
         sock.close()
 
 
-async def _serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
+async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
                  ready: Callable[[str], None] | None) -> None:
+    auth = authenticator(cfg)
+    tls = cfg.analyzer.tls
+    if tls.cert_file:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"analyzer.tls: cannot load {tls.cert_file} / {tls.key_file}: "
+                             f"{exc}") from exc
     async with graph_connection(cfg) as handle:
         writer = batch_writer(cfg, handle.store)
         await writer.start()
-        server = _Server(uvicorn.Config(StatusApp(handle, writer), log_level="warning",
-                                        lifespan="off", access_log=False))
+        a = cfg.analyzer.api
+        server_info = handle.embedded
+
+        async def extra() -> dict[str, Any]:
+            return {"Embedded": {"Restarts": server_info.restarts}} if server_info else {}
+        api = Api(handle.store, writer, backend=handle.backend, status_extra=extra,
+                  limits=Limits(max_results=a.max_results, timeout_s=a.query_timeout),
+                  max_raw_packets=a.max_raw_packets)
+        await api.load()
+        server = _Server(uvicorn.Config(http_app(api, auth, cfg), log_level="warning",
+                                        lifespan="off", access_log=False,
+                                        ssl_certfile=tls.cert_file or None,
+                                        ssl_keyfile=tls.key_file or None))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
+        expiry = asyncio.create_task(_expire_captures(api))
         host, port = sock.getsockname()[:2]
-        log.info("analyzer listening on http://%s:%d (graph: %s %s)", host, port,
-                 handle.backend, handle.store.uri)
+        url = f"{'https' if tls.cert_file else 'http'}://{host}:{port}"
+        log.info("analyzer listening on %s (graph: %s %s; auth %s)", url, handle.backend,
+                 handle.store.uri, "on" if auth.enabled else "off")
         if ready:
-            ready(f"http://{host}:{port}")
+            ready(url)
         await asyncio.wait([serving, asyncio.create_task(stop.wait())],
                            return_when=asyncio.FIRST_COMPLETED)
+        expiry.cancel()
         server.should_exit = True
         await serving
         await writer.stop()

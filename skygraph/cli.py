@@ -61,6 +61,13 @@ def parser() -> argparse.ArgumentParser:
     gremlin_cli.add_arguments(q)
     _graph_flags(q)
 
+    u = sub.add_parser("user", help="manage the API users file (analyzer.auth.users_file)")
+    us = u.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    ua = us.add_parser("add", help="add or replace a user; the password is read from standard "
+                                   "input (prompted on a terminal)")
+    ua.add_argument("--file", required=True, help="users file (created mode 0600)")
+    ua.add_argument("name")
+
     from skygraph.capture import offline
     f = sub.add_parser("flows", help="decode a pcap file into flows (offline)")
     offline.add_arguments(f)
@@ -90,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return agent.run(args, cfg)
         if args.command == "query":
             return asyncio.run(_query(cfg, args))
+        if args.command == "user":
+            return _user(args)
         if args.command == "flows":
             from skygraph.capture import offline
             return int(offline.run(args))
@@ -110,6 +119,21 @@ def _analyzer(cfg: Config, args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, analyzer=dataclasses.replace(cfg.analyzer,
                                                                     listen=args.listen))
     asyncio.run(analyzer.run(cfg))
+    return 0
+
+
+def _user(args: argparse.Namespace) -> int:
+    import getpass
+
+    from skygraph.api.auth import add_user
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.name}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise ValueError("user add: empty password")
+    add_user(args.file, args.name, password)
+    print(f"user {args.name} written to {args.file}", file=sys.stderr)
     return 0
 
 

@@ -63,8 +63,33 @@ class GraphSection:
 
 
 @dataclass(frozen=True)
+class AuthSection:
+    token: str = ""             # API token (Bearer); empty with no users_file: auth off
+    users_file: str = ""        # `skygraph user add` writes it; enables Basic and /login
+    session_ttl: float = 86_400.0  # seconds a /login token stays valid
+
+
+@dataclass(frozen=True)
+class TlsSection:
+    cert_file: str = ""         # PEM; both set: the analyzer serves HTTPS/WSS only
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class ApiSection:
+    max_depth: int = 12         # GraphQL query depth
+    max_page: int = 1000        # GraphQL `first`
+    max_results: int = 10_000   # Gremlin results per query
+    query_timeout: float = 10.0  # seconds per Gremlin/GraphQL read
+    max_raw_packets: int = 10   # captures' RawPacketLimit upper bound (SPEC §3 fix 6)
+
+
+@dataclass(frozen=True)
 class AnalyzerSection:
     listen: str = "127.0.0.1:8082"
+    auth: AuthSection = field(default_factory=AuthSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+    api: ApiSection = field(default_factory=ApiSection)
 
 
 @dataclass(frozen=True)
@@ -139,6 +164,9 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
         if probe not in KNOWN_PROBES:
             raise ConfigError(f"agent.topology.probes: unknown probe {probe!r} "
                               f"(known: {', '.join(KNOWN_PROBES)})")
+    tls = cfg.analyzer.tls
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("analyzer.tls: cert_file and key_file must be given together")
     env = os.environ if env is None else env
     return override(cfg, **{k: env.get(f"SKYGRAPH_GRAPH_{k.upper()}")
                             for k in ("uri", "user", "password", "database")})

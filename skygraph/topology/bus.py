@@ -32,6 +32,10 @@ class EventBus(Generic[T]):
         self._subs.append(sub)
         return sub
 
+    def __len__(self) -> int:
+        """How many subscribers there are."""
+        return len(self._subs)
+
     def unsubscribe(self, sub: Subscription[T]) -> None:
         if sub in self._subs:
             self._subs.remove(sub)

@@ -23,3 +23,7 @@ class NotFoundError(TopologyError):
 
 class StoreError(TopologyError):
     """The graph database refused or could not be reached; the message says which and why."""
+
+
+class StoreUnavailable(StoreError):
+    """The graph database cannot be reached (down, restarting, network)."""

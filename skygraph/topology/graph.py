@@ -52,6 +52,15 @@ class Graph:
     def edges_of(self, node_id: str) -> list[Edge]:
         return [self.edges[e] for e in sorted(self._incident.get(node_id, ()))]
 
+    def load(self, nodes: Iterable[Node], edges: Iterable[Edge]) -> None:
+        """Seed the graph from the store (process start) without publishing, keeping
+        revisions; edges whose ends are not loaded are skipped."""
+        for n in nodes:
+            self.apply_nowait(NodeAdded(n))
+        for e in edges:
+            if e.Parent in self.nodes and e.Child in self.nodes:
+                self.apply_nowait(EdgeAdded(e))
+
     # ------------------------------------------------------------ apply
     async def apply(self, mutation: Mutation) -> list[StoreMutation]:
         """Apply one mutation; publish and return what it changed (full states)."""

@@ -177,6 +177,8 @@ def schema_statements() -> list[str]:
         "FOR (n:ArchivedNode) REQUIRE n._key IS UNIQUE",
         "CREATE CONSTRAINT archived_edge_key IF NOT EXISTS "
         "FOR (n:ArchivedEdge) REQUIRE n._key IS UNIQUE",
+        # API resources (captures), outside the topology (no :Node label).
+        "CREATE CONSTRAINT capture_uuid IF NOT EXISTS FOR (c:Capture) REQUIRE c.UUID IS UNIQUE",
     ]
     for prop in ("Name", "Type", "TID", "MAC", "Host"):
         stmts.append(f"CREATE INDEX node_{prop.lower()} IF NOT EXISTS FOR (n:Node) ON (n.{prop})")

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -39,7 +39,7 @@ from skygraph.topology.batch import (
     touched,
 )
 from skygraph.topology.dialect import Dialect, detect
-from skygraph.topology.errors import StoreError
+from skygraph.topology.errors import StoreError, StoreUnavailable
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import (
     EdgeAdded,
@@ -174,18 +174,29 @@ class GraphStore:
         """
         async def work(tx: neo4j.AsyncManagedTransaction) -> Records:
             return await _fetch(tx, cypher, params or {})
-        async with self._driver.session(database=self.database) as session:
-            return await session.execute_write(
-                neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
+        with self._unavailable():
+            async with self._driver.session(database=self.database) as session:
+                return await session.execute_write(
+                    neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
 
     async def read(self, cypher: str, params: dict[str, Any], timeout: float | None = None
                    ) -> Records:
         """Run a read query in a read transaction (the seam the Gremlin translator uses)."""
         async def work(tx: neo4j.AsyncManagedTransaction) -> Records:
             return await _fetch(tx, cypher, params)
-        async with self._driver.session(database=self.database) as session:
-            return await session.execute_read(
-                neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
+        with self._unavailable():
+            async with self._driver.session(database=self.database) as session:
+                return await session.execute_read(
+                    neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
+
+    @contextlib.contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """The database unreachable (after the driver's retries) -> StoreUnavailable."""
+        try:
+            yield
+        except (neo_errors.ServiceUnavailable, neo_errors.SessionExpired) as exc:
+            raise StoreUnavailable(f"graph database {self.uri} is unavailable: "
+                                   f"{exc.message or exc}") from exc
 
     # ------------------------------------------------------------ writes
     async def apply(self, mutations: Sequence[StoreMutation]) -> ApplyResult:

@@ -1,0 +1,1 @@
+"""GraphQL API tests against a real uvicorn server and the embedded graph."""

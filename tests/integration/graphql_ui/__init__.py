@@ -1,0 +1,1 @@
+"""Browser tests of the GraphiQL page (skygraph.graphql.graphiql) in headless Chromium, offline."""
