@@ -51,6 +51,7 @@ from skygraph.graphql.types import (
     subscription,
 )
 from skygraph.gremlin import GremlinError
+from skygraph.topology.errors import StoreUnavailable
 from skygraph.topology.mutations import (
     EdgeAdded,
     EdgeDeleted,
@@ -63,7 +64,8 @@ from skygraph.topology.mutations import (
 
 log = logging.getLogger("skygraph.graphql")
 
-USER_ERRORS = (GremlinError, FilterError, f.UserError)
+# StoreUnavailable: the user must know the database is down, not see "internal error".
+USER_ERRORS = (GremlinError, FilterError, f.UserError, StoreUnavailable)
 INTERNAL_ERROR = "internal error"
 CACHED_DOCUMENTS = 256  # parsed and validated query texts kept (tools repeat theirs)
 

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from tests.conftest import RUN_ID
+from skygraph.topology.embedded import EmbeddedConfig, EmbeddedServer
+from tests.conftest import RUN_ID, BoltServer, LoopThread, free_port
+from tests.integration.api.conftest import analyzer_config, running
 
 HOST = {"ID": f"{RUN_ID}-host", "Host": "h1", "Metadata": {"Name": "h1", "Type": "host"}}
 ETH0 = {"ID": f"{RUN_ID}-eth0", "Host": "h1",
@@ -135,14 +137,32 @@ def test_capture_ttl_header_deletes_it(analyzer_at):
 
 
 @pytest.mark.slow
-def test_database_down_is_a_clear_503_without_internals(analyzer_at, bolt_server):
-    with analyzer_at() as a:
-        assert a.request("GET", "/health").status == 200
-        bolt_server.kill()
-        r = a.request("POST", "/api/topology", {"GremlinQuery": "G.V().Count()"})
-        assert r.status == 503, r.body
-        assert "unavailable" in r.json()["error"] and b"Traceback" not in r.body
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and a.request("GET", "/health").status != 200:
-            time.sleep(0.5)
-        assert a.request("POST", "/api/topology", {"GremlinQuery": "G.V().Count()"}).status == 200
+def test_database_down_is_a_clear_503_without_internals(tmp_path):
+    """A database of its own, stopped (not restarted by a supervisor) under the analyzer."""
+    config = EmbeddedConfig(data_dir=tmp_path / "db", bolt_port=free_port(),
+                            http_port=free_port(), heap="512m", database="skygraph")
+    server = EmbeddedServer(config)
+    loop = LoopThread()
+    loop.run(server.start())
+    try:
+        cfg = analyzer_config(BoltServer(server, loop), tmp_path)
+        with running(cfg) as a:
+            query = {"GremlinQuery": "G.V().Count()"}
+            assert a.request("POST", "/api/topology", query).status == 200
+            loop.run(server.stop())
+            for path, body in (("/api/topology", query), ("/api/capture", None)):
+                r = a.request("POST" if body else "GET", path, body)
+                assert r.status == 503, r.body
+                assert "unavailable" in r.json()["error"] and b"Traceback" not in r.body
+            assert a.request("GET", "/health").status == 503
+            gql = a.request("POST", "/graphql", {"query": "{ nodes { edges { node { id } } } }"})
+            assert b"Traceback" not in gql.body
+            assert "unavailable" in gql.json()["errors"][0]["message"]
+            loop.run(server.start())
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and a.request("GET", "/health").status != 200:
+                time.sleep(0.5)
+            assert a.request("POST", "/api/topology", query).json() == 0
+    finally:
+        loop.run(server.stop())
+        loop.close()
