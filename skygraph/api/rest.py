@@ -332,4 +332,10 @@ def _patch_ops(data: Any) -> tuple[MetadataOp, ...]:
 
 def rest_app(api: Api, auth: Authenticator, extra: list[Route] | None = None) -> Starlette:
     """The REST routes (plus `extra`, e.g. /health) as one ASGI app."""
-    return Starlette(routes=[*RestApi(api, auth).routes(), *(extra or [])])
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(404, f"no such resource: {request.url.path}")
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return _error(405, f"{request.method} is not allowed on {request.url.path}")
+    return Starlette(routes=[*RestApi(api, auth).routes(), *(extra or [])],
+                     exception_handlers={404: not_found, 405: not_allowed})

@@ -19,7 +19,8 @@ def test_graphiql_on_the_analyzer_answers_a_netns_query_offline(analyzer_at):
     from playwright import sync_api
     with analyzer_at() as a:
         for i, (name, kind) in enumerate((("vm1", "netns"), ("vm2", "netns"), ("eth0", "veth"))):
-            node = {"ID": f"{RUN_ID}-n{i}", "Host": "h1", "Metadata": {"Name": name, "Type": kind}}
+            meta = {"Name": name, "Type": kind, "Path": f"/var/run/netns/{name}"}
+            node = {"ID": f"{RUN_ID}-n{i}", "Host": "h1", "Metadata": meta}
             assert a.request("POST", "/api/node", node).status == 201
         hosts: set[str | None] = set()
         with tempfile.TemporaryDirectory(prefix="sg-chromium-") as profile, \

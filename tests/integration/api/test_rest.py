@@ -166,3 +166,11 @@ def test_database_down_is_a_clear_503_without_internals(tmp_path):
     finally:
         loop.run(server.stop())
         loop.close()
+
+
+def test_unknown_paths_and_methods_answer_json(analyzer_at):
+    with analyzer_at() as a:
+        r = a.request("GET", "/api/nope")
+        assert (r.status, r.json()) == (404, {"error": "no such resource: /api/nope"})
+        r = a.request("PUT", "/api/status", {})
+        assert r.status == 405 and "PUT is not allowed" in r.json()["error"]

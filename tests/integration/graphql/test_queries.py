@@ -274,3 +274,13 @@ def test_graphiql_page_and_assets(served: Served) -> None:
     assert served.request("GET", "/graphql/static/../app.py").status == 404
     assert served.request("GET", "/graphql/static/nope.js").status == 404
     assert served.request("GET", "/elsewhere").status == 404
+
+
+def test_the_schema_document_matches_the_server() -> None:
+    """docs/schema.graphql is what the server serves (regenerate it when the schema changes)."""
+    from pathlib import Path
+
+    from skygraph.graphql.schema import build_schema
+    doc = Path(__file__).resolve().parents[3] / "docs" / "schema.graphql"
+    served = build_schema(max_depth=12, max_aliases=30, max_tokens=5000).as_str()
+    assert doc.read_text().strip() == served.strip()
