@@ -174,3 +174,16 @@ def test_unknown_paths_and_methods_answer_json(analyzer_at):
         assert (r.status, r.json()) == (404, {"error": "no such resource: /api/nope"})
         r = a.request("PUT", "/api/status", {})
         assert r.status == 405 and "PUT is not allowed" in r.json()["error"]
+
+
+def test_listening_socket_lets_asyncio_disable_nagle():
+    """asyncio sets TCP_NODELAY only on sockets whose proto is TCP; without it every
+    keep-alive response waited 40 ms (found by benchmarks/api.py)."""
+    import socket
+
+    from skygraph import analyzer
+    sock = analyzer.bind(f"127.0.0.1:{free_port()}")
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
