@@ -56,10 +56,16 @@ def parser() -> argparse.ArgumentParser:
     agent.add_arguments(ag)
     _graph_flags(ag)
 
+    from skygraph.api import client
     from skygraph.gremlin import cli as gremlin_cli
-    q = sub.add_parser("query", help="run a Skydive Gremlin query on the graph")
+    q = sub.add_parser("query", help="run a Skydive Gremlin query on the graph (or, with "
+                                     "--analyzer, through a running analyzer)")
     gremlin_cli.add_arguments(q)
     _graph_flags(q)
+    client.add_client_flags(q)
+
+    cap = sub.add_parser("capture", help="create, list, get or delete captures on an analyzer")
+    client.add_capture_arguments(cap)
 
     u = sub.add_parser("user", help="manage the API users file (analyzer.auth.users_file)")
     us = u.add_subparsers(dest="user_command", required=True, metavar="ACTION")
@@ -96,7 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             from skygraph import agent
             return agent.run(args, cfg)
         if args.command == "query":
+            if args.analyzer:
+                from skygraph.api import client
+                return client.run_query(args, args.gremlin, args.format)
             return asyncio.run(_query(cfg, args))
+        if args.command == "capture":
+            from skygraph.api import client
+            return client.run_capture(args)
         if args.command == "user":
             return _user(args)
         if args.command == "flows":

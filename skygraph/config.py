@@ -85,8 +85,14 @@ class ApiSection:
 
 
 @dataclass(frozen=True)
+class RpcSection:
+    listen: str = "127.0.0.1:8083"   # gRPC: agents connect here (agent `analyzers`)
+
+
+@dataclass(frozen=True)
 class AnalyzerSection:
     listen: str = "127.0.0.1:8082"
+    rpc: RpcSection = field(default_factory=RpcSection)
     auth: AuthSection = field(default_factory=AuthSection)
     tls: TlsSection = field(default_factory=TlsSection)
     api: ApiSection = field(default_factory=ApiSection)
@@ -119,9 +125,27 @@ class TopologySection:
 
 
 @dataclass(frozen=True)
+class CaptureSection:
+    stats_update: float = 1.0        # seconds between capture counter refreshes
+
+
+@dataclass(frozen=True)
 class AgentSection:
     metadata: Mapping[str, Any] = field(default_factory=dict)   # any tree, kept nested
     topology: TopologySection = field(default_factory=TopologySection)
+    capture: CaptureSection = field(default_factory=CaptureSection)
+    token: str = ""                  # sent to the analyzer (its analyzer.auth.token)
+    max_buffered_flows: int = 100_000  # flows kept while the analyzer is unreachable
+
+
+@dataclass(frozen=True)
+class FlowSection:
+    update: int = 60                 # seconds between flow updates sent by agents
+    expire: int = 600                # seconds of inactivity before a flow expires
+    max_entries: int = 500_000       # flows per capture table (LRU beyond)
+    retention: int = 86_400          # seconds an ended flow stays in the graph
+    default_layer_key_mode: str = "L2"
+    application_timeout: Mapping[str, Any] = field(default_factory=lambda: {"arp": 10, "dns": 10})
 
 
 @dataclass(frozen=True)
@@ -134,6 +158,8 @@ class OvsSection:
 @dataclass(frozen=True)
 class Config:
     host_id: str = ""
+    analyzers: tuple[str, ...] = ("127.0.0.1:8083",)   # agents: analyzer gRPC addresses
+    flow: FlowSection = field(default_factory=FlowSection)
     analyzer: AnalyzerSection = field(default_factory=AnalyzerSection)
     graph: GraphSection = field(default_factory=GraphSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
@@ -164,6 +190,16 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
         if probe not in KNOWN_PROBES:
             raise ConfigError(f"agent.topology.probes: unknown probe {probe!r} "
                               f"(known: {', '.join(KNOWN_PROBES)})")
+    for key, value in (("flow.update", cfg.flow.update), ("flow.expire", cfg.flow.expire),
+                       ("flow.max_entries", cfg.flow.max_entries),
+                       ("flow.retention", cfg.flow.retention)):
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+    if cfg.flow.default_layer_key_mode not in ("L2", "L3"):
+        raise ConfigError(f"flow.default_layer_key_mode: {cfg.flow.default_layer_key_mode!r} "
+                          f"is not L2 or L3")
+    if not cfg.analyzers:
+        raise ConfigError("analyzers: at least one analyzer address is needed")
     tls = cfg.analyzer.tls
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("analyzer.tls: cert_file and key_file must be given together")

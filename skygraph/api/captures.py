@@ -38,6 +38,30 @@ CAPABILITIES: Mapping[str, tuple[bool, bool, bool, bool]] = {
     "ovsnetflow": (True, True, True, False),
     "ebpf": (False, False, True, False),
 }
+# Capture types allowed per node Type, the default first (SPEC §1b).
+_INTERFACE_TYPES = (
+    "internal", "veth", "tun", "bridge", "dummy", "gre", "bond", "can", "hsr", "ifb", "macvlan",
+    "macvtap", "vlan", "vxlan", "gretap", "ip6gretap", "geneve", "ipoib", "vcan", "ipip",
+    "ipvlan", "lowpan", "ip6tnl", "ip6gre", "sit", "device")
+ALLOWED_TYPES: Mapping[str, tuple[str, ...]] = {
+    "ovsbridge": ("ovssflow", "pcapsocket", "ovsnetflow"),
+    "ovsport": ("ovsmirror",),
+    "dpdkport": ("dpdk",),
+    **{t: ("afpacket", "pcap", "pcapsocket", "sflow", "ebpf") for t in _INTERFACE_TYPES},
+}
+
+
+def capture_type_for(node_type: str, requested: str) -> str | None:
+    """The capture type a node of `node_type` gets: `requested` if allowed, else the
+    node type's default when none was requested; None when the node is skipped."""
+    allowed = ALLOWED_TYPES.get(node_type, ())
+    if not allowed:
+        return None
+    if not requested:
+        return allowed[0]
+    return requested if requested in allowed else None
+
+
 TARGET_TYPES = ("", "local", "netflowv5", "sflow", "erspanv1", "erspanv2")
 MAX_CAPTURE_LENGTH = 4096
 BPF_SNAPLEN = 4096
@@ -293,6 +317,7 @@ class Captures:
         self.clock = clock
         self.check_bpf = check_bpf
         self._lock = asyncio.Lock()   # duplicate check and create are one step
+        self.listeners: builtins.list[Callable[[], None]] = []  # told after create/delete
 
     def _capture(self, props: Mapping[str, Any]) -> Capture:
         return Capture.from_properties(props, self.count_active(props["UUID"]))
@@ -316,11 +341,19 @@ class Captures:
                 if is_duplicate(capture, old):
                     raise CaptureDuplicate(old.uuid)
             await self.store.run(CREATE, {"props": capture.properties()})
+        self._changed()
         return capture
+
+    def _changed(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     async def delete(self, uuid: str) -> bool:
         rows = await self.store.run(DELETE, {"uuid": uuid})
-        return bool(rows and rows[0]["n"])
+        deleted = bool(rows and rows[0]["n"])
+        if deleted:
+            self._changed()
+        return deleted
 
     async def expire(self) -> builtins.list[str]:
         """Delete captures whose TTL has passed; return their ids."""

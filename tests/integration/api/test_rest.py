@@ -187,3 +187,13 @@ def test_listening_socket_lets_asyncio_disable_nagle():
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+def test_the_readme_curl_line_works(analyzer_at):
+    """`curl -XPOST localhost:8082/api/topology -d '{"GremlinQuery": ...}'` (form content type)."""
+    import subprocess
+    with analyzer_at() as a:
+        out = subprocess.run(["curl", "-s", "-XPOST", f"{a.url}/api/topology", "-d",
+                              '{"GremlinQuery": "G.V().Count()"}'], capture_output=True,
+                             text=True, timeout=30)
+        assert (out.returncode, out.stdout) == (0, "0")
