@@ -1,11 +1,15 @@
 """`skygraph agent`: runs the topology probes on this host (host node,
-namespaces + netlink, Open vSwitch) into an in-memory graph.
+namespaces + netlink, Open vSwitch) into an in-memory graph, and the
+captures the analyzer asks for.
 
-Until agents talk to an analyzer over gRPC, `--standalone` writes the
-graph's mutations straight into the configured graph database (embedded
-default or Neo4j) through the batched writer. On start it loads this host's
-elements from the database, lets the probes announce what exists, and
-deletes what they did not (resync: no duplicates, no stale nodes).
+Connected (the default): the graph is synced to the analyzer over gRPC
+(`analyzers`; a full sync on every (re)connect, then its mutations), the
+analyzer's start/stop capture commands run afpacket captures whose flows go
+back on the same link, and each captured node carries its `Captures`
+metadata. `--standalone` instead writes the graph straight into the graph
+database (no analyzer, no captures): on start it loads this host's elements
+from the database, lets the probes announce what exists, and deletes what
+they did not.
 """
 
 from __future__ import annotations
@@ -15,20 +19,27 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
+from skygraph.capture.manager import CaptureManager
+from skygraph.capture.options import CaptureOptions, TableSettings
 from skygraph.config import Config, ConfigError, NetnsSection
 from skygraph.probes import host
 from skygraph.probes.elements import Writer
 from skygraph.probes.netns.probe import NetnsProbe
 from skygraph.probes.ovs.probe import OvsProbe
 from skygraph.process import batch_writer, graph_connection, stop_on_signals
+from skygraph.rpc.client import AnalyzerClient
+from skygraph.rpc.model import CaptureStats, Command, StartCapture
 from skygraph.topology.bus import EventBus
+from skygraph.topology.errors import NotFoundError
+from skygraph.topology.flow import Flow
 from skygraph.topology.graph import Graph
-from skygraph.topology.mutations import StoreMutation
+from skygraph.topology.mutations import MetadataOp, NodePartiallyUpdated, StoreMutation
 from skygraph.topology.store import BatchWriter, GraphStore
 
 log = logging.getLogger("skygraph.agent")
@@ -113,6 +124,104 @@ async def run_standalone(cfg: Config, store: GraphStore, stop: asyncio.Event, ro
         await writer.stop()
 
 
+# ---------------------------------------------------------------- connected
+def _exclude(addresses: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(ip, port) of every analyzer: captures never see our own link."""
+    out = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            ip = socket.gethostbyname(host.strip("[]") or "127.0.0.1")
+        except OSError:
+            log.warning("analyzers: cannot resolve %s; its traffic is not excluded from "
+                        "captures", host)
+            continue
+        out.append((ip, int(port)))
+    return out
+
+
+def table_settings(cfg: Config) -> TableSettings:
+    f = cfg.flow
+    return TableSettings(update=f.update, expire=f.expire, max_entries=f.max_entries,
+                         application_timeout={k: int(v) for k, v in
+                                              f.application_timeout.items()})
+
+
+async def run_connected(cfg: Config, stop: asyncio.Event, root_path: str | None = None,
+                        ready: Callable[[Probes, AnalyzerClient], None] | None = None) -> None:
+    """Probes -> graph -> analyzer (gRPC); analyzer commands -> captures -> flows."""
+    host_id = cfg.host_id or socket.gethostname()
+    loop = asyncio.get_running_loop()
+    bus: EventBus[StoreMutation] = EventBus()
+    graph = Graph(bus)
+    probes = Probes(graph, host_id, cfg, root_path)
+
+    def on_flows(capture_id: str, flows: list[Flow]) -> None:   # capture reader threads
+        docs = [f.to_json() for f in flows]
+        loop.call_soon_threadsafe(client.flows, capture_id, docs)
+
+    async def set_captures(node_id: str, entries: list[dict[str, Any]]) -> None:
+        op = MetadataOp("Captures", entries) if entries else MetadataOp("Captures", delete=True)
+        with contextlib.suppress(NotFoundError):   # the node went meanwhile
+            await graph.apply(NodePartiallyUpdated(node_id, (op,)))
+
+    manager = CaptureManager(
+        graph, probes.host_node, table_settings(cfg), _exclude(cfg.analyzers), on_flows,
+        set_captures, root_path=root_path, stats_update=cfg.agent.capture.stats_update,
+        options=CaptureOptions(layer_key_mode=cfg.flow.default_layer_key_mode))
+
+    async def on_command(cmd: Command) -> None:
+        if isinstance(cmd, StartCapture):
+            entry = await manager.start(dict(cmd.capture), cmd.node_id)
+            log.info("capture %s on node %s: %s %s", cmd.capture_id, cmd.node_id,
+                     entry.get("State"), entry.get("Error", ""))
+        else:
+            await manager.stop(cmd.capture_id, cmd.node_id)
+
+    client = AnalyzerClient(
+        list(cfg.analyzers), host_id, on_command=on_command, token=cfg.agent.token,
+        max_buffered_flows=cfg.agent.max_buffered_flows,
+        snapshot=lambda: (list(graph.nodes.values()), list(graph.edges.values())))
+
+    async def forward(sub: Any) -> None:
+        while True:
+            await client.mutation(await sub.get())
+
+    async def report_stats() -> None:
+        while True:
+            await asyncio.sleep(cfg.agent.capture.stats_update)
+            for (capture_id, node_id), st in manager.stats().items():
+                client.stats(CaptureStats(capture_id, node_id, packets_received=st.packets_received,
+                                          packets_dropped=st.packets_dropped,
+                                          flows_dropped=st.flow_dropped,
+                                          flows_active=st.flow_count, at=int(time.time() * 1000)))
+
+    sub = bus.subscribe()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await probes.start()
+        await probes.synced()
+        tasks = [asyncio.create_task(forward(sub), name="agent forward"),
+                 asyncio.create_task(client.run(), name="analyzer link"),
+                 asyncio.create_task(report_stats(), name="capture stats")]
+        log.info("agent %s: %d nodes, %d edges; analyzers %s", host_id, len(graph.nodes),
+                 len(graph.edges), ", ".join(cfg.analyzers))
+        if ready is not None:
+            ready(probes, client)
+        await stop.wait()
+    finally:
+        await manager.stop_all()        # final flows go out before the link closes
+        await client.flush()
+        await probes.stop()
+        for task in tasks:
+            task.cancel()
+        await client.close()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sub.close()
+
+
 # ---------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--standalone", action="store_true",
@@ -123,12 +232,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                  "(default /var/run/netns)")
     parser.add_argument("--ovsdb", help="OVSDB address (default unix:///var/run/openvswitch/db.sock)")
     parser.add_argument("--no-ovs", action="store_true", help="do not run the ovsdb probe")
+    parser.add_argument("--analyzer", action="append", metavar="HOST:PORT",
+                        help="analyzer gRPC address (repeatable; default: `analyzers` from the "
+                             "config, 127.0.0.1:8083)")
+    parser.add_argument("--host-netns", metavar="PATH",
+                        help="report this network namespace (e.g. /var/run/netns/h1) as the "
+                             "host, instead of the agent's own")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    if not args.standalone:
-        raise ConfigError("agent: only --standalone is available until the analyzer link "
-                          "(gRPC) lands")
+    if args.analyzer:
+        cfg = dataclasses.replace(cfg, analyzers=tuple(args.analyzer))
+    if args.host_netns and not os.path.exists(args.host_netns):
+        raise ConfigError(f"--host-netns {args.host_netns}: no such namespace file")
     topo = cfg.agent.topology
     if args.netns_run_path:
         topo = dataclasses.replace(topo, netns=NetnsSection(args.netns_run_path))
@@ -137,13 +253,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     ovs = dataclasses.replace(cfg.ovs, ovsdb=args.ovsdb) if args.ovsdb else cfg.ovs
     cfg = dataclasses.replace(cfg, agent=dataclasses.replace(cfg.agent, topology=topo), ovs=ovs,
                               host_id=args.host_id or cfg.host_id)
-    asyncio.run(_main(cfg))
+    asyncio.run(_main(cfg, args.standalone, args.host_netns))
     return 0
 
 
-async def _main(cfg: Config) -> None:
+async def _main(cfg: Config, standalone: bool, root_path: str | None) -> None:
     with stop_on_signals() as stop:
+        if not standalone:
+            await run_connected(cfg, stop, root_path)
+            log.info("agent stopped")
+            return
         async with graph_connection(cfg) as handle:
             log.info("agent: writing to %s %s", handle.backend, handle.store.uri)
-            await run_standalone(cfg, handle.store, stop)
+            await run_standalone(cfg, handle.store, stop, root_path)
             log.info("agent stopped")

@@ -22,13 +22,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from skygraph.api.agents import Agents
 from skygraph.api.auth import Authenticator, AuthMiddleware, read_users
+from skygraph.api.orchestrator import Orchestrator
 from skygraph.api.rest import rest_app
 from skygraph.api.service import Api
 from skygraph.config import Config
 from skygraph.graphql.app import make_app
 from skygraph.gremlin import Limits
 from skygraph.process import batch_writer, graph_connection, stop_on_signals
+from skygraph.rpc.model import StartCapture, StopCapture
+from skygraph.rpc.server import RpcServer
+from skygraph.rpc.tls import ServerTLS
+from skygraph.topology.flowstore import FlowSink, FlowStore
 
 log = logging.getLogger("skygraph.analyzer")
 
@@ -140,11 +146,36 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
         server_info = handle.embedded
 
         async def extra() -> dict[str, Any]:
-            return {"Embedded": {"Restarts": server_info.restarts}} if server_info else {}
+            doc: dict[str, Any] = {"Agents": agents.status(), "Flows": sink.status(),
+                                   "Captures": {"Errors": orchestrator.errors}}
+            if server_info:
+                doc["Embedded"] = {"Restarts": server_info.restarts}
+            return doc
         api = Api(handle.store, writer, backend=handle.backend, status_extra=extra,
                   limits=Limits(max_results=a.max_results, timeout_s=a.query_timeout),
                   max_raw_packets=a.max_raw_packets)
         await api.load()
+        sink = FlowSink(FlowStore(handle.store, retention_s=cfg.flow.retention),
+                        publish=api.flow_bus.publish)
+        await sink.start()
+
+        async def put_flows(host_id: str, flows: list[dict[str, Any]]) -> None:
+            await sink.put(host_id, flows)
+        agents = Agents(api, put_flows)
+        rpc = RpcServer(agents, cfg.analyzer.rpc.listen, cfg.analyzer.auth.token,
+                        ServerTLS.from_files(tls.cert_file, tls.key_file) if tls.cert_file
+                        else None)
+
+        async def start(host: str, spec: dict[str, Any], node_id: str) -> bool:
+            return await rpc.send(host, StartCapture(spec, node_id))
+
+        async def stop_capture(host: str, capture_id: str, node_id: str) -> bool:
+            return await rpc.send(host, StopCapture(capture_id, node_id))
+        orchestrator = Orchestrator(api, start, stop_capture)
+        agents.listeners.append(lambda host, up: orchestrator.host_connected(host) if up
+                                else orchestrator.host_disconnected(host))
+        rpc_address = await rpc.start()
+        await orchestrator.start()
         server = _Server(uvicorn.Config(http_app(api, auth, cfg), log_level="warning",
                                         lifespan="off", access_log=False,
                                         ssl_certfile=tls.cert_file or None,
@@ -153,14 +184,19 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
         expiry = asyncio.create_task(_expire_captures(api))
         host, port = sock.getsockname()[:2]
         url = f"{'https' if tls.cert_file else 'http'}://{host}:{port}"
-        log.info("analyzer listening on %s (graph: %s %s; auth %s)", url, handle.backend,
-                 handle.store.uri, "on" if auth.enabled else "off")
+        log.info("analyzer listening on %s, agents on %s (graph: %s %s; auth %s)", url,
+                 rpc_address, handle.backend, handle.store.uri, "on" if auth.enabled else "off")
         if ready:
             ready(url)
-        await asyncio.wait([serving, asyncio.create_task(stop.wait())],
-                           return_when=asyncio.FIRST_COMPLETED)
-        expiry.cancel()
-        server.should_exit = True
-        await serving
-        await writer.stop()
+        try:
+            await asyncio.wait([serving, asyncio.create_task(stop.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            expiry.cancel()
+            await orchestrator.stop()
+            await rpc.stop()
+            server.should_exit = True
+            await serving
+            await sink.stop()
+            await writer.stop()
         log.info("analyzer stopped")

@@ -38,6 +38,11 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--listen", help="HOST:PORT of the HTTP API (default 127.0.0.1:8082)")
     _graph_flags(a)
 
+    al = sub.add_parser("allinone", help="the analyzer and an agent for this host in one "
+                                         "process (as root): the quick start")
+    al.add_argument("--listen", help="HOST:PORT of the HTTP API (default 127.0.0.1:8082)")
+    _graph_flags(al)
+
     g = sub.add_parser("graph", help="import or export the topology (Skydive JSON)")
     gs = g.add_subparsers(dest="graph_command", required=True, metavar="ACTION")
     gi = gs.add_parser("import", help="load {\"Nodes\": [...], \"Edges\": [...]} into the graph")
@@ -96,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "analyzer":
             return _analyzer(cfg, args)
+        if args.command == "allinone":
+            return _allinone(cfg, args)
         if args.command == "graph":
             return asyncio.run(_graph(cfg, args))
         if args.command == "agent":
@@ -146,6 +153,39 @@ def _user(args: argparse.Namespace) -> int:
         raise ValueError("user add: empty password")
     add_user(args.file, args.name, password)
     print(f"user {args.name} written to {args.file}", file=sys.stderr)
+    return 0
+
+
+def _allinone(cfg: Config, args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from skygraph import agent, analyzer
+    from skygraph.process import stop_on_signals
+    if args.listen:
+        analyzer.parse_listen(args.listen, "--listen")
+        cfg = dataclasses.replace(cfg, analyzer=dataclasses.replace(cfg.analyzer,
+                                                                    listen=args.listen))
+    # the local agent talks to this analyzer, with its token
+    cfg = dataclasses.replace(cfg, analyzers=(cfg.analyzer.rpc.listen,), agent=dataclasses.replace(
+        cfg.agent, token=cfg.agent.token or cfg.analyzer.auth.token))
+
+    async def main() -> None:
+        sock = analyzer.bind(cfg.analyzer.listen)
+        try:
+            with stop_on_signals() as stop:
+                up = asyncio.Event()
+                serving = asyncio.create_task(analyzer.serve(cfg, sock, stop,
+                                                             lambda _url: up.set()))
+                await asyncio.wait([serving, asyncio.create_task(up.wait())],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if serving.done():
+                    await serving    # it failed: say why
+                    return
+                probing = asyncio.create_task(agent.run_connected(cfg, stop))
+                await asyncio.gather(serving, probing)
+        finally:
+            sock.close()
+    asyncio.run(main())
     return 0
 
 

@@ -84,12 +84,18 @@ def link_type_for(encap_type: str) -> int:
     return ENCAP_LINK_TYPES.get(encap_type, LINKTYPE_ETHERNET)
 
 
-def effective_filter(user: str, exclude: Sequence[tuple[str, int]]) -> str:
+def effective_filter(user: str, exclude: Sequence[tuple[str, int]],
+                     inbound_only: bool = False) -> str:
     """The user's BPF with skygraph's own connections excluded (flow/probes/bpf.go):
-    `not (host A and port P)` per endpoint, `not host A` when its port is 0."""
+    `not (host A and port P)` per endpoint, `not host A` when its port is 0.
+    `inbound_only` (loopback): AF_PACKET sees every loopback packet twice, going
+    out and coming in; keep one, as libpcap does (`inbound` = the kernel's
+    pkt_type is not PACKET_OUTGOING)."""
     parts = [f"({user})"] if user.strip() else []
     for host, port in exclude:
         parts.append(f"not host {host}" if not port else f"not (host {host} and port {port})")
+    if inbound_only:
+        parts.append("inbound")
     return " and ".join(parts)
 
 
@@ -224,7 +230,8 @@ class LiveCapture:
         self.link_type = link_type_for(self.node.encap_type)
         target = parse_target(self.spec.target)
         self.exclude = [*exclude, *([target] if target else [])]
-        self.bpf = effective_filter(self.spec.bpf_filter, self.exclude)
+        self.bpf = effective_filter(self.spec.bpf_filter, self.exclude,
+                                    inbound_only=self.node.encap_type == "loopback")
         self.error: str | None = None  # why the reader ended early (None: it did not)
         self._sink = sink
         self._clock = clock

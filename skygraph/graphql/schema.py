@@ -33,6 +33,8 @@ from skygraph.api.captures import CaptureDuplicate, CaptureInvalid
 from skygraph.api.reads import EdgeFilter, FilterError, NodeFilter, When, check_filter, matches
 from skygraph.api.reads import matches_predicates as flow_matches
 from skygraph.graphql import filters as f
+from skygraph.graphql.flows import FlowConnection, FlowFilterInput
+from skygraph.graphql.flows import flows as flow_page
 from skygraph.graphql.scalars import SCALARS, Long
 from skygraph.graphql.types import (
     CapturePayload,
@@ -114,6 +116,13 @@ class Query:
         except GremlinError as exc:
             # graphql-core shows `exc.message`, which lacks the column
             raise f.UserError(str(exc)) from None
+
+    @field(description="Stored flows matching `filter` that saw packets between `since` "
+                       "and `until` (times as for `at`), a page at a time, in UUID order.")
+    async def flows(self, info: Info, filter: FlowFilterInput | None = None,
+                    since: str | None = None, until: str | None = None,
+                    first: int | None = None, after: str | None = None) -> FlowConnection:
+        return await flow_page(info, filter, since, until, first, after)
 
     @strawberry.field
     async def captures(self, info: Info) -> list[CaptureType]:

@@ -14,15 +14,22 @@ from typing import Any
 Record = Mapping[str, Any]
 Finish = Callable[[list[Record]], Any]
 
+# What a query's steps have selected so far, and so what its result is (`Plan.output`).
+GRAPH, NODES, EDGES, PATHS, SUBGRAPH = "graph", "nodes", "edges", "paths", "subgraph"
+VALUES, COUNT, MAPS, KEYS, SUM = "values", "count", "valuemap", "keys", "sum"
+FLOWS, GROUPS, FLOW_KEYS, FLOW_SUM = "flows", "groups", "flowkeys", "flowsum"
+
 
 DEFAULT_MAX_RESULTS = 10_000
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_DEPTH = 10
+DEFAULT_FLOW_EXPIRE_S = 600.0
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Safety bounds: results returned, seconds per query, hops of variable-length walks."""
+    """Safety bounds (results returned, seconds per query, hops of variable-length
+    walks) and the flow table's expiry the flow steps need."""
 
     max_results: int = DEFAULT_MAX_RESULTS
     timeout_s: float = DEFAULT_TIMEOUT_S
@@ -31,6 +38,9 @@ class Limits:
     # Cheap on Neo4j; on the embedded server a LIMIT doubles a one-hop query's
     # time, so by default the cap is checked on the records received.
     cap_in_query: bool = False
+    # `flow.expire` (s): a time-context Flows() also returns flows that ended up to
+    # this long before the window, as the agents would still hold them (SPEC §1h).
+    flow_expire_s: float = DEFAULT_FLOW_EXPIRE_S
 
 
 @dataclass(frozen=True, slots=True)

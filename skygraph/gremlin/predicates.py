@@ -50,14 +50,16 @@ class Params:
 @dataclass(frozen=True, slots=True)
 class Key:
     """A validated query key: `prop` is the stored property name, None when it can
-    never exist (a metadata key shadowed by an element field)."""
+    never exist (a metadata key shadowed by an element field); `single` when its
+    value is known to be one scalar, never a list (flow fields)."""
 
     text: str
     prop: str | None
+    single: bool = False
 
     @property
     def scalar(self) -> bool:
-        return self.prop in SCALAR_KEYS or self.text in ELEMENT_KEYS
+        return self.single or self.prop in SCALAR_KEYS or self.text in ELEMENT_KEYS
 
     def expr(self, var: str) -> str:
         return f"{var}.{schema.quote(self.prop)}" if self.prop is not None else "null"

@@ -14,18 +14,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from skygraph.gremlin import results
+from skygraph.gremlin import flows, results
 from skygraph.gremlin.ast import Arg, Call, Keyword, Literal, Query, Step, describe
-from skygraph.gremlin.errors import GremlinQueryError, LimitExceededError, NotAvailableError
-from skygraph.gremlin.parser import FLOW_STEPS
-from skygraph.gremlin.plan import Check, Limits, Plan, Record
+from skygraph.gremlin.errors import GremlinQueryError, LimitExceededError
+from skygraph.gremlin.plan import (
+    COUNT,
+    EDGES,
+    FLOWS,
+    GRAPH,
+    KEYS,
+    MAPS,
+    NODES,
+    PATHS,
+    SUBGRAPH,
+    SUM,
+    VALUES,
+    Check,
+    Limits,
+    Plan,
+    Record,
+)
 from skygraph.gremlin.predicates import Key, Params, has_key, integer, negate, pairs_condition, parse_key
 from skygraph.gremlin.source import NODE, HistorySource, LiveSource, Pending, is_node
 from skygraph.gremlin.timeparse import duration_ms, time_point_ms
 from skygraph.topology import schema
-
-GRAPH, NODES, EDGES, PATHS, SUBGRAPH = "graph", "nodes", "edges", "paths", "subgraph"
-VALUES, COUNT, MAPS, KEYS, SUM = "values", "count", "valuemap", "keys", "sum"
 
 _NEIGHBOURS = {"Out": "out", "In": "in", "Both": "both"}
 _INCIDENT = {"OutE": "out", "InE": "in", "BothE": "both"}
@@ -59,6 +71,7 @@ class _Builder:
         self.values_key: Key | None = None
         self.map_keys: list[Key] = []
         self.counted = False
+        self.flow = flows.FlowState()
 
     # ------------------------------------------------------------ plumbing
 
@@ -100,10 +113,8 @@ class _Builder:
 
     def build(self, query: Query) -> Plan:
         for step in query.steps:
-            if step.name in FLOW_STEPS:
-                raise NotAvailableError(f"{step.name}() is not available: no flow store",
-                                        step.column)
-            getattr(self, "step_" + step.name)(step)
+            if not flows.dispatch(self, step):
+                getattr(self, "step_" + step.name)(step)
             self.prev = step.name
         return self.finish_plan(len(query.text) + 1)
 
@@ -390,7 +401,7 @@ class _Builder:
         self.slice(step, 0, integer(step.args[0], "Limit"))
 
     def slice(self, step: Step, start: int, stop: int) -> None:
-        self.need(step, NODES, EDGES, PATHS, VALUES)
+        self.need(step, NODES, EDGES, PATHS, VALUES, FLOWS)
         if start < 0 or stop < start:
             raise GremlinQueryError(
                 f"{step.name}() needs 0 <= from <= to, got {start}, {stop}", step.column)
@@ -554,6 +565,8 @@ class _Builder:
             finish = results.subgraph
         elif self.kind == COUNT:
             ret, finish = "RETURN count(*) AS count", results.count
+        elif self.kind in flows.FLOW_KINDS:
+            ret, finish = flows.finish(self)
         elif self.kind == VALUES:
             assert self.values_key is not None
             key = self.values_key

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skygraph.topology.flowschema import LINK_NEW_NODE
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import (
     EdgeAdded,
@@ -221,7 +222,7 @@ MISSING_ENDS_QUERY = (
     "WITH row, a, b WHERE a IS NULL OR b IS NULL RETURN row.ID AS id"
 )
 ATTACHED_EDGES_QUERY = (
-    "UNWIND $ids AS id MATCH (n:Node {ID: id})-[e]-() WITH DISTINCT e "
+    "UNWIND $ids AS id MATCH (n:Node {ID: id})-[e]-(o) WHERE 'Node' IN labels(o) WITH DISTINCT e "
     "RETURN e.ID AS id, type(e) AS t, startNode(e).ID AS p, endNode(e).ID AS c, "
     "properties(e) AS props"
 )
@@ -402,13 +403,15 @@ _NODE_UPDATE_KNOWN = (
     "WHERE n.Revision = row.r AND n.UpdatedAt = row.u "
     "CREATE (a:ArchivedNode) SET a = row.old SET n += row.diff RETURN count(n) AS updated"
 )
+# DETACH: what is left attached is not topology (flows' CAPTURED_ON links).
 _NODE_REMOVE = (
     "UNWIND $rows AS row MATCH (n:Node {ID: row.ID}) "
-    + _ARCHIVE_STORED.format(label="ArchivedNode", x="n") + " DELETE n"
+    + _ARCHIVE_STORED.format(label="ArchivedNode", x="n") + " DETACH DELETE n"
 )
-# The edges still attached to a node that goes away end with it.
+# The edges still attached to a node that goes away end with it (topology edges:
+# relationships to flows are not edges of the graph).
 _NODE_EDGES_REMOVE = (
-    "UNWIND $rows AS row MATCH (n:Node {ID: row.ID})-[e]-() "
+    "UNWIND $rows AS row MATCH (n:Node {ID: row.ID})-[e]-(o) WHERE 'Node' IN labels(o) "
     "WITH e, min(row.edges_at) AS at "
     "CREATE (a:ArchivedEdge) SET a = properties(e), "
     "a._key = e.ID + '/' + toString(e.Revision) + '/' + toString(e.UpdatedAt), "
@@ -482,7 +485,9 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _node_create(labels: tuple[str, ...]) -> str:
-    return f"UNWIND $rows AS row CREATE (n:{':'.join(quote(lb) for lb in labels)}) SET n = row.props"
+    """Create nodes; a node with a TID gets the flows captured on it linked."""
+    return (f"UNWIND $rows AS row CREATE (n:{':'.join(quote(lb) for lb in labels)}) "
+            f"SET n = row.props {LINK_NEW_NODE}")
 
 
 def _edge_create(rel: str) -> str:

@@ -10,6 +10,10 @@ Gremlin translator builds its Cypher from the same names.
   (`ownership` -> `:OWNERSHIP`), from the `Parent` node to the `Child` node.
 - Archived revisions (history) are `(:ArchivedNode)` and `(:ArchivedEdge)`
   nodes, never `:Node`, so live queries do not see them.
+- A flow is `(:Flow)` (never `:Node`), keyed by `UUID`, with its fields
+  flattened like metadata (flowschema.py); `(:Flow)-[:CAPTURED_ON]->(:Node)`
+  links it to the interface whose `TID` is its `NodeTID`, and
+  `(:Flow)-[:INSIDE]->(:Flow)` an inner flow to its tunnel flow (`ParentUUID`).
 - Metadata is stored as properties: nested maps flattened with dots
   (`Ovs.Metric.RxBytes`), lists of one scalar type kept as lists; every other
   value (null, empty map or list, list of maps, mixed list, a map with a
@@ -27,6 +31,9 @@ from typing import Any
 NODE_LABEL = "Node"
 ARCHIVED_NODE_LABEL = "ArchivedNode"
 ARCHIVED_EDGE_LABEL = "ArchivedEdge"
+FLOW_LABEL = "Flow"
+CAPTURED_ON = "CAPTURED_ON"  # (:Flow)-[:CAPTURED_ON]->(:Node {TID: NodeTID})
+INSIDE = "INSIDE"  # (inner:Flow)-[:INSIDE]->(tunnel:Flow {UUID: inner.ParentUUID})
 JSON_KEYS = "_json"
 ARCHIVE_KEY = "_key"
 
@@ -59,6 +66,10 @@ INTERFACE_LABEL = "Interface"
 # Relationship types known in advance get an index on their ID at bootstrap.
 KNOWN_RELATION_TYPES = ("ownership", "layer2", "mirroring", "vf", "vlayer2", "connected",
                         "multipath", "mapping", "networkpolicy")
+
+# Flow properties with an index: the look-ups of Gremlin's flow steps, GraphQL
+# filters, parent links (ParentUUID) and retention (Last).
+FLOW_INDEXED = ("TrackingID", "L3TrackingID", "NodeTID", "CaptureID", "ParentUUID", "Last")
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REL_CLEAN = re.compile(r"[^A-Za-z0-9_]")
@@ -180,8 +191,12 @@ def schema_statements() -> list[str]:
         # API resources (captures), outside the topology (no :Node label).
         "CREATE CONSTRAINT capture_uuid IF NOT EXISTS FOR (c:Capture) REQUIRE c.UUID IS UNIQUE",
     ]
-    for prop in ("Name", "Type", "TID", "MAC", "Host"):
+    for prop in ("Name", "Type", "TID", "MAC", "PeerIntfMAC", "Host"):
         stmts.append(f"CREATE INDEX node_{prop.lower()} IF NOT EXISTS FOR (n:Node) ON (n.{prop})")
+    # Flows: one node per UUID; the keys flows are looked up by.
+    stmts.append("CREATE CONSTRAINT flow_uuid IF NOT EXISTS FOR (f:Flow) REQUIRE f.UUID IS UNIQUE")
+    for prop in FLOW_INDEXED:
+        stmts.append(f"CREATE INDEX flow_{prop.lower()} IF NOT EXISTS FOR (f:Flow) ON (f.{prop})")
     for prop in ("ID", "ArchivedAt"):
         stmts.append(f"CREATE INDEX archived_node_{prop.lower()} IF NOT EXISTS "
                      f"FOR (n:ArchivedNode) ON (n.{prop})")

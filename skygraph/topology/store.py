@@ -64,6 +64,8 @@ RETRYABLE = (neo_errors.ServiceUnavailable, neo_errors.SessionExpired,
              neo_errors.TransientError, neo_errors.ConstraintError,
              neo_errors.IncompleteCommit, ConnectionError, OSError)
 
+# A MERGE race on a unique key (ArcadeDB): clears on retry, unless it is a real violation.
+CONSTRAINT_ERRORS = (neo_errors.ConstraintError,)
 MAX_CONSTRAINT_RETRIES = 10
 # Elements whose last written properties the store remembers (batch.Known).
 KNOWN_ELEMENTS = 100_000
@@ -179,6 +181,14 @@ class GraphStore:
                 return await session.execute_write(
                     neo4j.unit_of_work(timeout=timeout)(work) if timeout else work)
 
+    async def run_all(self, statements: Sequence[tuple[str, dict[str, Any]]]) -> list[Records]:
+        """Run statements in order in one managed write transaction; their records."""
+        async def work(tx: neo4j.AsyncManagedTransaction) -> list[Records]:
+            return [await _fetch(tx, cypher, params) for cypher, params in statements]
+        with self._unavailable():
+            async with self._driver.session(database=self.database) as session:
+                return await session.execute_write(work)
+
     async def read(self, cypher: str, params: dict[str, Any], timeout: float | None = None
                    ) -> Records:
         """Run a read query in a read transaction (the seam the Gremlin translator uses)."""
@@ -265,10 +275,10 @@ class GraphStore:
         return result
 
     async def clear(self) -> None:
-        """Delete every element and all history (tests, `graph import --replace`)."""
+        """Delete every element, all history and the flows (tests, `graph import --replace`)."""
         self.known_nodes.clear()
         self.known_edges.clear()
-        for label in ("Node", "ArchivedNode", "ArchivedEdge"):
+        for label in ("Node", "ArchivedNode", "ArchivedEdge", "Flow"):
             await self.run(f"MATCH (n:{label}) DETACH DELETE n")
 
     # ------------------------------------------------------------ reads

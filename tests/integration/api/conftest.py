@@ -36,6 +36,7 @@ class Reply:
 class Served:
     url: str
     context: ssl.SSLContext | None = None
+    rpc: str = ""          # where agents connect (gRPC)
 
     @property
     def endpoint(self) -> str:
@@ -61,8 +62,9 @@ def analyzer_config(bolt_server: BoltServer, tmp_path: Any, yaml_text: str = "")
     graph = GraphSection(uri=bolt_server.uri, user=bolt_server.user,
                          password=bolt_server.password)
     listen = f"127.0.0.1:{free_port()}"
-    return dataclasses.replace(cfg, graph=graph,
-                               analyzer=dataclasses.replace(cfg.analyzer, listen=listen))
+    rpc = dataclasses.replace(cfg.analyzer.rpc, listen=f"127.0.0.1:{free_port()}")
+    return dataclasses.replace(cfg, graph=graph, analyzers=(rpc.listen,),
+                               analyzer=dataclasses.replace(cfg.analyzer, listen=listen, rpc=rpc))
 
 
 @contextmanager
@@ -85,7 +87,7 @@ def running(cfg: Config, context: ssl.SSLContext | None = None) -> Iterator[Serv
         if future.done():
             future.result()
         assert urls, "the analyzer did not start"
-        yield Served(urls[0], context)
+        yield Served(urls[0], context, cfg.analyzer.rpc.listen)
     finally:
         if stop is not None:
             loop.loop.call_soon_threadsafe(stop.set)

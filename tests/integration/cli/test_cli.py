@@ -15,7 +15,13 @@ from pathlib import Path
 import neo4j
 import pytest
 
-from tests.conftest import RUN_ID, free_port
+from skygraph.capture.offline import process_file
+from skygraph.capture.options import CaptureOptions
+from skygraph.topology.flowschema import write_row
+from skygraph.topology.flowstore import FlowStore
+from tests.conftest import RUN_ID, free_port, open_store, run
+
+PCAPS = Path(__file__).resolve().parents[3].parent / "shared" / "pcaps"
 
 SKYGRAPH = [sys.executable, "-m", "skygraph.cli"]
 
@@ -25,7 +31,7 @@ TOPOLOGY = {
                                       "mydict": {"value": 123}}},
         {"ID": "ns-1", "Metadata": {"Name": "vm1", "Type": "netns",
                                     "Path": "/var/run/netns/vm1"}},
-        {"ID": "if-1", "Metadata": {"Name": "eth0", "Type": "veth", "MTU": 1500,
+        {"ID": "if-1", "Metadata": {"Name": "eth0", "Type": "veth", "MTU": 1500, "TID": "tid-eth0",
                                     "IPV4": ["192.168.0.1/24"],
                                     "Neighbors": [{"IP": "192.168.0.2", "MAC": "aa:bb"}]}},
         {"ID": "br-1", "Metadata": {"Name": "br-int", "Type": "ovsbridge", "UUID": "u1"}},
@@ -138,7 +144,8 @@ def test_analyzer_on_the_embedded_default_serves_health_and_stops_on_sigterm(tmp
     data = tmp_path / f"{RUN_ID}-data"
     listen = f"127.0.0.1:{free_port()}"
     cfg = tmp_path / "analyzer.yml"
-    cfg.write_text(f"analyzer:\n  listen: {listen}\ngraph:\n  embedded:\n"
+    cfg.write_text(f"analyzer:\n  listen: {listen}\n  rpc:\n    listen: 127.0.0.1:{free_port()}\n"
+                   f"graph:\n  embedded:\n"
                    f"    data_dir: {data}\n    bolt_port: {free_port()}\n"
                    f"    http_port: {free_port()}\n    heap: 512m\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGRAPH_")}
@@ -201,15 +208,23 @@ def test_every_query_in_the_graph_model_doc_runs(bolt_server, tmp_path):
     """The Cypher users paste from docs/graph-model.md runs and finds the imported graph."""
     import re
     import_sample(bolt_server, tmp_path)
+    # flows captured on eth0: a VXLAN tunnel flow and the two TCP flows inside it
+    vxlan = process_file(PCAPS / "vxlan-src-port.pcap", CaptureOptions(), node_tid="tid-eth0")
+
+    async def write_flows() -> None:
+        store = await open_store(bolt_server, clear=False)
+        await FlowStore(store).write([write_row(f.to_json(), "agent1", 1) for f in vxlan.flows])
+        await store.close()
+    run(write_flows())
     doc = (Path(__file__).resolve().parents[3] / "docs" / "graph-model.md").read_text()
     queries = re.findall(r"```cypher\n(.*?)```", doc, re.S)
-    assert len(queries) == 6
+    assert len(queries) == 8
     now = int(time.time() * 1000)
     with neo4j.GraphDatabase.driver(bolt_server.uri,
                                     auth=(bolt_server.user, bolt_server.password)) as d:
         results = [d.execute_query(q.replace("1795217648540", str(now))).records
                    for q in queries]
-    host_paths, bridges, veths, addressed, revisions, at_now = results
+    host_paths, bridges, veths, addressed, revisions, at_now, tunnelled, on_eth0 = results
     assert len(host_paths) == 2  # host->vm1, host->vm1->eth0
     assert [(r["bridge"], r["port"], r["interface"]) for r in bridges] == [
         ("br-int", "tap1", "eth0")]
@@ -217,3 +232,9 @@ def test_every_query_in_the_graph_model_doc_runs(bolt_server, tmp_path):
     assert [r["i.Name"] for r in addressed] == ["eth0"]
     assert [r["n.Revision"] for r in revisions] == [1]
     assert len(at_now) == 5
+    assert [dict(r) for r in tunnelled] == [
+        {"inner": "Ethernet/IPv4/TCP", "src": "192.168.0.1", "dst": "192.168.0.2",
+         "tunnel": "Ethernet/IPv4/UDP/VXLAN", "vni": 10, "interface": "eth0", "host": "agent1"}
+    ] * 2
+    assert [(r["f.Application"], r["bytes"]) for r in on_eth0] == [
+        ("VXLAN", 208), ("TCP", 54), ("TCP", 54)]

@@ -74,7 +74,8 @@ def test_every_eth0(gdb: GremlinDB) -> None:
 
 def test_seed_flow_query_fails_cleanly(gdb: GremlinDB) -> None:
     from skygraph.gremlin import NotAvailableError
-    with pytest.raises(NotAvailableError, match="no flow store"):
+    with pytest.raises(NotAvailableError, match=r"RawPackets\(\) is not available: "
+                                                "raw packets are not stored yet"):
         gdb.query("G.At('-1s', 1000).Flows().Has('Application', 'ICMPv4').RawPackets()")
 
 

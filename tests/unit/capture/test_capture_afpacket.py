@@ -308,3 +308,10 @@ def test_in_place_records_equal_the_copying_parse() -> None:
     slow = afpacket._parse_block_copying(block, positions, True)
     assert list(fast.frames()) == list(slow.frames())
     assert [f.data for f in fast.frames()] == packets
+
+
+def test_loopback_keeps_one_copy_of_each_packet():
+    from skygraph.capture.live import effective_filter
+    assert effective_filter("icmp", [], inbound_only=True) == "(icmp) and inbound"
+    assert effective_filter("", [("127.0.0.1", 8083)], inbound_only=True) == \
+        "not (host 127.0.0.1 and port 8083) and inbound"

@@ -151,17 +151,19 @@ def test_query_errors(text: str, message: str) -> None:
     assert str(info.value) == message
 
 
+# Flow steps not implemented yet: a clear error naming the step and why.
 FLOW_QUERIES = [
-    ("G.At('-1s', 1000).Flows().Has('Application', 'ICMPv4').RawPackets()", 19, "Flows"),
-    ("G.V().Has('Name', 'eth0').Flows()", 27, "Flows"),
-    ("G.Flows().Hops()", 3, "Flows"),
-    ("G.V().Metrics()", 7, "Metrics"),
-    ("G.V().Sockets()", 7, "Sockets"),
-    ("G.V().NextHop('1.1.1.1')", 7, "NextHop"),
+    ("G.At('-1s', 1000).Flows().Has('Application', 'ICMPv4').RawPackets()", 56, "RawPackets",
+     "raw packets are not stored yet"),
+    ("G.V().Metrics()", 7, "Metrics", "flow metric samples are not stored yet"),
+    ("G.V().Sockets()", 7, "Sockets",
+     "no socket information (Skydive's socketinfo probe) is collected"),
+    ("G.V().NextHop('1.1.1.1')", 7, "NextHop", "routing tables are not evaluated yet"),
+    ("G.Workflow('check-connectivity', 'a', 'b')", 3, "Workflow", "workflows are not supported"),
 ]
 
 
-# SPEC §1f flow-step examples: all parse today, and all say why they cannot run.
+# SPEC §1f flow-step examples that translate (they run in tests/integration/gremlin/test_flows.py).
 SPEC_FLOW_QUERIES = [
     "G.Flows().Has('ICMP.ID', 222)", "G.Flows().Has('ICMP.ID', NE(555))",
     "G.Flows().Has('ICMP.ID', NE(555)).Limit(1)",
@@ -170,27 +172,35 @@ SPEC_FLOW_QUERIES = [
     "G.Flows().CaptureNode()", "G.Flows().Node()", "G.Flows().In()", "G.Flows().Out()",
     "G.Flows().Both()", "G.Flows().Nodes()", "G.Flows().Hops()", "G.Flows().Group()",
     "G.Flows().Group().MoreThan(1)", "G.Flows().Sort(DESC, 'Last').Range(0, 5)",
+    "G.Context(NOW, 60).Flows().Has('Network', '169.254.34.33')",
+    "G.V().Has('Name', 'eth0').ShortestPathTo(Metadata('Name', 'eth1')).Flows()",
+    "G.Flows().Sum('Metric.ABBytes')",
+]
+SPEC_UNAVAILABLE = [
     "G.V().Has('Name', 'eth0').Flows().Metrics().Aggregates(10)",
     "G.Flows().RawPackets().BPF('port 22')", "G.Flows().Sockets()", "G.V().Metrics('Ovs')",
-    "G.V().NextHop('8.8.8.8')", "G.Context(NOW, 60).Flows().Has('Network', '169.254.34.33')",
-    "G.V().Has('Name', 'eth0').ShortestPathTo(Metadata('Name', 'eth1')).Flows()",
-    "G.Flows().Sum('Metric.ABBytes')", "G.Workflow('check-connectivity', 'a', 'b')",
+    "G.V().NextHop('8.8.8.8')", "G.Workflow('check-connectivity', 'a', 'b')",
 ]
 
 
 @pytest.mark.parametrize("text", SPEC_FLOW_QUERIES)
-def test_spec_flow_queries_parse_and_fail_cleanly(text: str) -> None:
+def test_spec_flow_queries_translate(text: str) -> None:
+    plan = prepare(text, NOW)
+    assert "`Flow`" in plan.cypher
+
+
+@pytest.mark.parametrize("text", SPEC_UNAVAILABLE)
+def test_spec_flow_queries_not_available_fail_cleanly(text: str) -> None:
     parse(text)
-    with pytest.raises(NotAvailableError, match=r"^column \d+: \w+\(\) is not available: "
-                                                r"no flow store$"):
+    with pytest.raises(NotAvailableError, match=r"^column \d+: \w+\(\) is not available: "):
         prepare(text, NOW)
 
 
-@pytest.mark.parametrize(("text", "column", "step"), FLOW_QUERIES)
-def test_flow_steps_not_available(text: str, column: int, step: str) -> None:
+@pytest.mark.parametrize(("text", "column", "step", "why"), FLOW_QUERIES)
+def test_flow_steps_not_available(text: str, column: int, step: str, why: str) -> None:
     with pytest.raises(NotAvailableError) as info:
         prepare(text, NOW)
-    assert str(info.value) == f"column {column}: {step}() is not available: no flow store"
+    assert str(info.value) == f"column {column}: {step}() is not available: {why}"
 
 
 def test_depth_limit() -> None:
@@ -210,3 +220,28 @@ def test_result_cap() -> None:
     with pytest.raises(LimitExceededError, match="more than 2 results"):
         p.finish(rows)
     assert len(p.finish(rows[:2])) == 2
+
+
+def test_flow_filters_are_plain_parameterised_comparisons() -> None:
+    p = prepare("G.Flows().Has('NodeTID', 'n1').Has('IPV4.A', '10.0.0.1')", NOW)
+    assert p.cypher.startswith("MATCH (f1:`Flow`) WHERE (f1.`NodeTID` = $p0) AND "
+                               "(f1.`Network.A` = $p1)")
+    assert dict(p.params) == {"p0": "n1", "p1": "10.0.0.1"}
+    assert "((f1.`Transport.A` = $p0 OR f1.`Transport.B` = $p1))" in cypher(
+        "G.Flows().Has('TCP', 80)")
+    assert "f1.`Link.B` = $p0" in cypher("G.Flows().Has('ETHERNET.B', 'x')")
+    # extra layers may hold lists: list-aware, as on nodes
+    assert "IN (CASE WHEN" in cypher("G.Flows().Has('DNS.ID', 3)")
+    # from nodes: their TIDs, through the NodeTID index
+    assert "collect(DISTINCT n1.TID) AS tids3 UNWIND tids3 AS t4 MATCH (f2:`Flow` " \
+           "{NodeTID: t4})" in cypher("G.V().Has('Name', 'eth0').Flows()")
+
+
+def test_flow_time_window_follows_the_context_and_flow_expire() -> None:
+    p = translate(parse("G.At(1000, 60).Flows()"), NOW, Limits(flow_expire_s=30))
+    assert "f1.Start <= $p1 AND f1.Last >= $p0 - $p2" in p.cypher
+    assert (p.params["p0"], p.params["p1"], p.params["p2"]) == (940_000, 1_000_000, 30_000)
+    p = translate(parse("G.At(1000).Flows()"), NOW)
+    assert "f1.Start <= $p0 AND f1.Last >= $p0 - $p1" in p.cypher
+    assert p.params["p1"] == 600_000  # flow.expire's default
+    assert "Start" not in cypher("G.Flows()")

@@ -1,0 +1,294 @@
+"""Flows in the graph: the flow store and the analyzer's flow sink.
+
+- `FlowStore` writes batches of flows as `(:Flow)` nodes with their links
+  (flowschema.py), made once: the store remembers which flows are fully
+  linked and only tries again for the others, on their next update. It
+  reads flows by UUID and prunes flows whose `Last` is older than the
+  retention, with their links.
+- `FlowSink` sits in front of it in the analyzer: agents' flow updates are
+  validated and accepted into a bounded queue (`put` waits while it is full:
+  backpressure), passed at once to an optional `publish` hook (GraphQL
+  `flowUpdates`), and written in batches (at most `max_batch` flows, at most
+  `max_delay` s after they arrive). Transient errors and a database restart
+  are retried until the database takes the batch, so an accepted flow is
+  never lost; a flow the database refuses for good is isolated (the batch is
+  halved until it is found), logged and counted. Every `prune_interval`
+  seconds it prunes what is past the retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from skygraph.topology.errors import StoreUnavailable
+from skygraph.topology.flowschema import (
+    BY_UUIDS,
+    CLEAR,
+    LINK_CHILDREN,
+    LINK_NODES,
+    LINK_PARENTS,
+    PRUNE,
+    UPSERT,
+    FlowError,
+    flow_json,
+    newest,
+    write_row,
+)
+from skygraph.topology.graph import wall_clock_ms
+from skygraph.topology.store import CONSTRAINT_ERRORS, LRU, MAX_CONSTRAINT_RETRIES, RETRYABLE, GraphStore
+
+log = logging.getLogger("skygraph.flows")
+
+DEFAULT_RETENTION_S = 3600.0
+LINKED_MEMORY = 200_000  # flows the store remembers as fully linked
+PRUNE_CHUNK = 2_000  # flows deleted per transaction
+Row = dict[str, Any]
+Publish = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class FlowStore:
+    """Flow reads and writes over a `GraphStore` (which owns the connection)."""
+
+    def __init__(self, store: GraphStore, retention_s: float = DEFAULT_RETENTION_S,
+                 linked_memory: int = LINKED_MEMORY) -> None:
+        self.store = store
+        self.retention_s = retention_s
+        self._linked: LRU[bool] = LRU(linked_memory)
+
+    async def write(self, rows: Sequence[Row]) -> int:
+        """Write rows of `flowschema.write_row` in one transaction: the newest
+        update of each flow (an update older than the stored one is skipped),
+        then the links not made yet. Returns how many flows were in the batch.
+        Raises the driver's errors (the sink retries them)."""
+        rows = newest(rows)
+        if not rows:
+            return 0
+        need = [r for r in rows if self._linked.get(r["UUID"]) is None]
+        nodes = [{"UUID": r["UUID"], "tid": r["tid"]} for r in need if r["tid"]]
+        parents = [{"UUID": r["UUID"], "parent": r["parent"]} for r in need if r["parent"]]
+        statements: list[tuple[str, dict[str, Any]]] = [(UPSERT, {"rows": rows})]
+        if nodes:
+            statements.append((LINK_NODES, {"rows": nodes}))
+        if parents:
+            statements.append((LINK_PARENTS, {"rows": parents}))
+        if need:
+            statements.append((LINK_CHILDREN, {"uuids": [r["UUID"] for r in need]}))
+        results = iter((await self.store.run_all(statements))[1:])
+        on_node = {rec["uuid"] for rec in next(results)} if nodes else set()
+        in_parent = {rec["uuid"] for rec in next(results)} if parents else set()
+        for r in need:
+            if (not r["tid"] or r["UUID"] in on_node) and (not r["parent"] or r["UUID"] in in_parent):
+                self._linked.put(r["UUID"], True)
+        return len(rows)
+
+    async def flows(self, uuids: Sequence[str]) -> list[dict[str, Any]]:
+        """Flows by UUID, in Skydive's JSON shape (missing ones are left out)."""
+        if not uuids:
+            return []
+        records = await self.store.read(BY_UUIDS, {"uuids": list(dict.fromkeys(uuids))})
+        return [flow_json(r["p"]) for r in records]
+
+    async def flow(self, uuid: str) -> dict[str, Any] | None:
+        found = await self.flows([uuid])
+        return found[0] if found else None
+
+    async def prune(self, now_ms: int) -> int:
+        """Delete the flows whose `Last` is more than `retention_s` before `now_ms`
+        (their links go with them); returns how many. A retention <= 0 keeps all."""
+        if self.retention_s <= 0:
+            return 0
+        cutoff = now_ms - int(self.retention_s * 1000)
+        total = await self._delete_chunks(PRUNE, {"cutoff": cutoff})
+        if total:
+            # a pruned flow that comes back (an old update replayed) is new again
+            self._linked.clear()
+            log.info("flows: pruned %d flows last seen before %d", total, cutoff)
+        return total
+
+    async def clear(self) -> int:
+        """Delete every flow (tests, `graph import --replace`)."""
+        self._linked.clear()
+        return await self._delete_chunks(CLEAR, {})
+
+    async def _delete_chunks(self, cypher: str, params: dict[str, Any]) -> int:
+        total = 0
+        while True:
+            records = await self.store.run(cypher, {**params, "chunk": PRUNE_CHUNK})
+            deleted = int(records[0]["deleted"]) if records else 0
+            total += deleted
+            if deleted < PRUNE_CHUNK:
+                return total
+
+
+# ==================================================================== sink
+
+@dataclass
+class FlowSinkStats:
+    accepted: int = 0  # flows taken into the queue
+    written: int = 0  # flows the database took (an update older than the stored one included)
+    batches: int = 0
+    retries: int = 0
+    invalid: int = 0  # documents refused at `put` (no UUID, reserved or mistyped field)
+    rejected: int = 0  # flows the database refused for good
+    pruned: int = 0
+    last_error: str = ""
+    rejected_details: list[str] = field(default_factory=list)
+
+
+class FlowSink:
+    """Accepts agents' flow updates, publishes them, writes them in batches."""
+
+    def __init__(self, flows: FlowStore, *, max_batch: int = 1000, max_delay: float = 1.0,
+                 max_queue: int = 100_000, max_backoff: float = 5.0,
+                 prune_interval: float = 60.0, publish: Publish | None = None,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
+        self.flows = flows
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self.max_backoff = max_backoff
+        self.prune_interval = prune_interval
+        self.publish = publish
+        self.clock = clock
+        self.stats = FlowSinkStats()
+        self._queue: asyncio.Queue[Row] = asyncio.Queue(max_queue)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._done = asyncio.Condition()
+        self._committed = 0
+
+    async def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [asyncio.create_task(self._run(), name="skygraph-flow-sink")]
+            if self.prune_interval > 0:
+                self._tasks.append(asyncio.create_task(self._prune_loop(),
+                                                       name="skygraph-flow-prune"))
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Write what was accepted (up to `timeout`), then stop."""
+        if not self._tasks:
+            return
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            log.error("flows: %d accepted flows not written at stop (database unreachable: %s)",
+                      self.stats.accepted - self._committed, self.stats.last_error)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def put(self, host_id: str, flows: Sequence[Mapping[str, Any]]) -> int:
+        """Accept flow updates (Skydive flow JSON) from agent `host_id`; waits while
+        the queue is full. Invalid documents are logged and counted, not raised.
+        Returns how many were accepted."""
+        now = self.clock()
+        accepted = 0
+        for flow in flows:
+            try:
+                row = write_row(flow, host_id, now)
+            except FlowError as exc:
+                self.stats.invalid += 1
+                log.error("flows: from %s: %s", host_id, exc)
+                continue
+            if self.publish is not None:
+                await self.publish(dict(flow))
+            await self._queue.put(row)
+            self.stats.accepted += 1
+            accepted += 1
+        return accepted
+
+    async def flush(self) -> None:
+        """Return when every flow accepted so far is written (or refused for good)."""
+        target = self.stats.accepted
+        async with self._done:
+            await self._done.wait_for(lambda: self._committed >= target)
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def status(self) -> dict[str, Any]:
+        """Counters for `/api/status`."""
+        doc: dict[str, Any] = {k: v for k, v in vars(self.stats).items()
+                               if k != "rejected_details"}
+        doc["queued"] = self.queued
+        return doc
+
+    # ------------------------------------------------------------ internals
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self.max_delay
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                    continue
+                except asyncio.QueueEmpty:
+                    pass
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                try:  # wait for more only when nothing is queued
+                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
+                except TimeoutError:
+                    break
+            await self._write(batch)
+            self.stats.batches += 1
+            async with self._done:
+                self._committed += len(batch)
+                self._done.notify_all()
+
+    async def _write(self, batch: list[Row]) -> None:
+        backoff = 0.05
+        constraint_errors = 0
+        while True:
+            try:
+                await self.flows.write(batch)
+                self.stats.written += len(batch)
+                return
+            except CONSTRAINT_ERRORS as exc:
+                # two writers racing on a new UUID clears on retry; more is a real refusal
+                constraint_errors += 1
+                if constraint_errors > MAX_CONSTRAINT_RETRIES:
+                    await self._isolate(batch, exc)
+                    return
+                self.stats.retries += 1
+                await asyncio.sleep(backoff)
+            except (*RETRYABLE, StoreUnavailable) as exc:
+                self.stats.retries += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("flows: batch of %d not written yet (%s); retrying in %.2fs",
+                            len(batch), self.stats.last_error, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+            except Exception as exc:  # refused for good: find the flow responsible
+                await self._isolate(batch, exc)
+                return
+
+    async def _isolate(self, batch: list[Row], exc: Exception) -> None:
+        if len(batch) == 1:
+            detail = f"flow {batch[0]['UUID']}: {type(exc).__name__}: {exc}"
+            log.error("flows: rejected by the database: %s", detail, exc_info=exc)
+            self.stats.rejected += 1
+            self.stats.rejected_details = [*self.stats.rejected_details[-99:], detail]
+            return
+        half = len(batch) // 2
+        await self._write(batch[:half])
+        await self._write(batch[half:])
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.prune_interval)
+            try:
+                self.stats.pruned += await self.flows.prune(self.clock())
+            except Exception as exc:  # the next round tries again
+                self.stats.last_error = f"prune: {type(exc).__name__}: {exc}"
+                log.warning("flows: prune failed (%s); next in %.0fs", self.stats.last_error,
+                            self.prune_interval)

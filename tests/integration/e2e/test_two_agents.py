@@ -1,0 +1,164 @@
+"""Issue 7 end to end: one analyzer, two agents (each reporting its own "host"
+namespace, see lab.py), a capture created through GraphQL, pings, flows in
+the graph queried through Gremlin and GraphQL; an interface created later
+is captured too; an agent that goes away leaves its host marked and its
+history readable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import RUN_ID
+from tests.integration.api.conftest import Served
+from tests.integration.e2e.lab import Host, sh, two_hosts
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+AGENT_CONFIG = """\
+flow:
+  update: 1
+  expire: 30
+agent:
+  capture:
+    stats_update: 0.5
+"""
+
+
+def wait(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+@contextmanager
+def agent(host: Host, rpc: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    cfg = tmp_path / f"{host.name}.yml"
+    cfg.write_text(AGENT_CONFIG)
+    log = open(tmp_path / f"{host.name}.log", "w")  # noqa: SIM115 - closed below
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGRAPH_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skygraph.cli", "-c", str(cfg), "agent", "--analyzer", rpc,
+         "--host-id", host.name, "--host-netns", host.netns_path, "--netns-run-path",
+         str(host.run_dir), "--no-ovs"], stdout=log, stderr=subprocess.STDOUT, text=True,
+        env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def gremlin(a: Served, query: str) -> Any:
+    r = a.request("POST", "/api/topology", {"GremlinQuery": query})
+    assert r.status in (200, 204), r.body
+    return r.json() if r.status == 200 else None
+
+
+def graphql(a: Served, query: str) -> Any:
+    r = a.request("POST", "/graphql", {"query": query})
+    body = r.json()
+    assert r.status == 200 and "errors" not in body, body
+    return body["data"]
+
+
+def active_on(a: Served, capture_id: str) -> list[str]:
+    """Hosts whose eth0 carries the capture in state active."""
+    hosts = []
+    for node in gremlin(a, "G.V().Has('Name', 'eth0')") or []:
+        for c in node["Metadata"].get("Captures") or []:
+            if c["ID"] == capture_id and c["State"] == "active":
+                hosts.append(node["Host"])
+    return sorted(hosts)
+
+
+def test_capture_on_two_hosts_flows_in_the_graph(analyzer_at, tmp_path):
+    with two_hosts(f"{RUN_ID}e") as lab, analyzer_at() as a:
+        with agent(lab.a, a.rpc, tmp_path), agent(lab.b, a.rpc, tmp_path):
+            wait("both hosts' eth0", lambda: len(gremlin(a, "G.V().Has('Name', 'eth0')")) == 2)
+            created = graphql(a, 'mutation { createCapture(input: {gremlinQuery: '
+                                 '"G.V().Has(\'Name\', \'eth0\')", name: "e2e"}) '
+                                 '{ capture { id } errors { field message } } }')
+            capture_id = created["createCapture"]["capture"]["id"]
+            hosts = sorted([lab.a.name, lab.b.name])
+            wait("the capture active on both eth0", lambda: active_on(a, capture_id) == hosts)
+            count = a.request("GET", f"/api/capture/{capture_id}").json()["Count"]
+            assert count == 2
+            status = a.request("GET", "/api/status").json()
+            assert sorted(h for h, s in status["Agents"].items() if s["Connected"]) == hosts
+
+            out = lab.ping(lab.a, "10.77.2.2", count=5)
+            assert " 0% packet loss" in out
+
+            def icmp_flows() -> list[dict[str, Any]]:
+                flows = gremlin(a, "G.V().Has('Name', 'eth0').Flows()"
+                                   ".Has('Application', 'ICMPv4')") or []
+                done = [f for f in flows if f["Metric"]["ABPackets"] == 5
+                        and f["Metric"]["BAPackets"] == 5]
+                return done if len(done) == 2 else []
+            flows = wait("ICMP flows with 5/5 packets on both eth0", icmp_flows)
+            tids = {n["Host"]: n["Metadata"]["TID"]
+                    for n in gremlin(a, "G.V().Has('Name', 'eth0')")}
+            assert {f["NodeTID"] for f in flows} == set(tids.values())
+            assert {f["CaptureID"] for f in flows} == {capture_id}
+            # the same packets seen on both hosts: routed in between, so the L2 identity
+            # (MACs) differs while the L3 one matches
+            assert len({f["L3TrackingID"] for f in flows}) == 1
+            assert len({f["TrackingID"] for f in flows}) == 2
+            assert {(f["Network"]["A"], f["Network"]["B"]) for f in flows} == {
+                ("10.77.1.2", "10.77.2.2")}
+            # the flow's capture node, by its TID
+            nodes = gremlin(a, f"G.Flows().Has('NodeTID', '{tids[lab.a.name]}')"
+                               ".Has('Application', 'ICMPv4').CaptureNode()")
+            assert [n["Host"] for n in nodes] == [lab.a.name]
+            gql = graphql(a, '{ flows(filter: {application: "ICMPv4"}) '
+                             '{ edges { node { id nodeTID } } } }')
+            assert len(gql["flows"]["edges"]) == 2
+
+            # an interface that appears after the capture is captured too
+            late = f"{RUN_ID}vl"
+            sh("ip", "netns", "add", late)
+            try:
+                mount = lab.a.run_dir / "late"
+                mount.touch()
+                sh("mount", "--bind", f"/var/run/netns/{late}", str(mount))
+                sh("ip", "link", "add", f"{RUN_ID}l0", "type", "veth", "peer", "name",
+                   f"{RUN_ID}l1")
+                sh("ip", "link", "set", f"{RUN_ID}l0", "netns", late, "name", "eth0")
+                sh("ip", "link", "set", f"{RUN_ID}l1", "netns", lab.a.netns)
+                sh("ip", "link", "set", "eth0", "up", ns=late)
+                wait("the late eth0 captured",
+                     lambda: active_on(a, capture_id).count(lab.a.name) == 2)
+                sh("umount", str(mount))
+                mount.unlink()
+            finally:
+                sh("ip", "netns", "del", late, check=False)
+
+        # both agents stopped: hosts marked, nothing deleted
+        def marked() -> bool:
+            hosts_now = gremlin(a, "G.V().Has('Type', 'host')") or []
+            return len(hosts_now) == 2 and all(
+                h["Metadata"].get("Status") == "disconnected" for h in hosts_now)
+        wait("hosts marked disconnected", marked)
+        assert len(gremlin(a, "G.V().Has('Name', 'eth0')")) >= 2
+        assert len(gremlin(a, "G.Flows().Has('Application', 'ICMPv4')")) >= 2
