@@ -152,7 +152,8 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
                 doc["Embedded"] = {"Restarts": server_info.restarts}
             return doc
         api = Api(handle.store, writer, backend=handle.backend, status_extra=extra,
-                  limits=Limits(max_results=a.max_results, timeout_s=a.query_timeout),
+                  limits=Limits(max_results=a.max_results, timeout_s=a.query_timeout,
+                                flow_expire_s=cfg.flow.expire),
                   max_raw_packets=a.max_raw_packets)
         await api.load()
         sink = FlowSink(FlowStore(handle.store, retention_s=cfg.flow.retention),

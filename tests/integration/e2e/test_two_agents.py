@@ -162,3 +162,40 @@ def test_capture_on_two_hosts_flows_in_the_graph(analyzer_at, tmp_path):
         wait("hosts marked disconnected", marked)
         assert len(gremlin(a, "G.V().Has('Name', 'eth0')")) >= 2
         assert len(gremlin(a, "G.Flows().Has('Application', 'ICMPv4')")) >= 2
+
+
+def test_analyzer_restart_mid_capture_loses_no_flow_update(bolt_server, fresh_graph, tmp_path):
+    """The analyzer stops while agents capture; pings go on; a new analyzer on the same
+    ports gets the agents back, the capture resumes, and the flow counts add up."""
+    from tests.integration.api.conftest import analyzer_config, running
+    cfg = analyzer_config(bolt_server, tmp_path)
+    rpc = cfg.analyzer.rpc.listen
+    with two_hosts(f"{RUN_ID}r") as lab, agent(lab.a, rpc, tmp_path), \
+            agent(lab.b, rpc, tmp_path):
+        with running(cfg) as a:
+            wait("both hosts' eth0", lambda: len(gremlin(a, "G.V().Has('Name', 'eth0')")) == 2)
+            capture_id = a.request("POST", "/api/capture", {
+                "GremlinQuery": "G.V().Has('Name', 'eth0')", "BPFFilter": "icmp"}).json()["UUID"]
+            hosts = sorted([lab.a.name, lab.b.name])
+            wait("the capture active on both eth0", lambda: active_on(a, capture_id) == hosts)
+            assert " 0% packet loss" in lab.ping(lab.a, "10.77.2.2", count=4)
+            wait("4 echo requests counted on both hosts",
+                 lambda: sorted(f["Metric"]["ABPackets"] for f in gremlin(
+                     a, "G.Flows().Has('Application', 'ICMPv4')") or []) == [4, 4])
+        # no analyzer: the agents keep capturing and buffer their flow updates
+        assert " 0% packet loss" in lab.ping(lab.a, "10.77.2.2", count=3)
+        time.sleep(2)   # at least one flow update tick (flow.update 1 s) while it is down
+        with running(cfg) as a:
+            wait("the agents back and the capture re-armed",
+                 lambda: active_on(a, capture_id) == hosts, timeout=60)
+            def counts() -> list[int]:
+                return sorted(f["Metric"]["ABPackets"] for f in gremlin(
+                    a, "G.Flows().Has('Application', 'ICMPv4')") or [])
+            try:
+                # one flow per ping run (each has its own ICMP id), on both hosts: the
+                # 4 before the outage kept, the 3 during it delivered after
+                wait("the flows of both ping runs on both hosts",
+                     lambda: counts() == [3, 3, 4, 4], timeout=60)
+            except AssertionError:
+                icmp = gremlin(a, "G.Flows().Has('Application', 'ICMPv4')")
+                raise AssertionError(f"counts {counts()}; flows {icmp}") from None
