@@ -63,9 +63,9 @@ def test_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
         load(write(tmp_path, text), env={})
 
 
-def test_run_needs_standalone() -> None:
+def test_a_missing_host_namespace_is_a_clear_error() -> None:
     p = argparse.ArgumentParser()
     agent.add_arguments(p)
-    args = p.parse_args([])
-    with pytest.raises(ConfigError, match="--standalone"):
+    args = p.parse_args(["--host-netns", "/var/run/netns/no-such-namespace"])
+    with pytest.raises(ConfigError, match="--host-netns /var/run/netns/no-such-namespace: no such"):
         agent.run(args, Config())
