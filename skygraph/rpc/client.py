@@ -125,7 +125,6 @@ class AnalyzerClient:
         self._closing = asyncio.Event()
         self._stopped = asyncio.Event()
         self._wake = asyncio.Event()
-        self._call: Call | None = None
         self._accepting = False            # mutations are queued (a Sync will precede them)
         self._resync = False
         self._mutations: deque[StoreMutation] = deque()
@@ -135,6 +134,7 @@ class AnalyzerClient:
         self._held = 0                     # flows not yet acknowledged (queued + in flight)
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
         self._running = False
+        self._session_task: asyncio.Task[None] | None = None
         self._was_welcomed = False         # the last stream got as far as the Welcome
 
     # ------------------------------------------------------------ state
@@ -220,8 +220,11 @@ class AnalyzerClient:
             while not self._closing.is_set():
                 address = self.addresses[self._next_address % len(self.addresses)]
                 self._next_address += 1
+                # A task of its own, so that close() can interrupt it anywhere (a write
+                # before the connection is up ignores the call's cancellation).
+                self._session_task = asyncio.create_task(self._session(address))
                 try:
-                    await self._session(address)
+                    await self._session_task
                 except AnalyzerRejected as exc:
                     self.counters.last_error = str(exc)
                     log.error("agent %s: %s", self.host_id, exc)
@@ -245,17 +248,18 @@ class AnalyzerClient:
                     failures = 10 if _replaced(exc) else 0 if self._was_welcomed else failures + 1
                 await self._pause(failures)
         finally:
-            dispatcher.cancel()
-            await asyncio.gather(dispatcher, return_exceptions=True)
+            self._session_task = None
             self._running = False
             self._stopped.set()
+            dispatcher.cancel()
+            await asyncio.gather(dispatcher, return_exceptions=True)
 
     async def close(self) -> None:
         """Stop: end the stream, stop reconnecting; returns once `run()` is over."""
         self._closing.set()
         self._wake.set()
-        if self._call is not None:
-            self._call.cancel()
+        if self._session_task is not None:
+            self._session_task.cancel()
         if self._running:
             await self._stopped.wait()
 
@@ -278,9 +282,8 @@ class AnalyzerClient:
         else:
             channel = grpc.aio.insecure_channel(address, options)
         call: Call = pb_grpc.AnalyzerStub(channel).Connect()
-        self._call = call
         try:
-            await self._handshake(address, call)
+            await asyncio.wait_for(self._handshake(address, call), self.connect_timeout)
             self._was_welcomed = True
             tasks = {asyncio.create_task(self._send(call)), asyncio.create_task(self._receive(call))}
             try:
@@ -298,13 +301,12 @@ class AnalyzerClient:
         finally:
             self._lost()
             call.cancel()
-            self._call = None
             await channel.close()
 
     async def _handshake(self, address: str, call: Call) -> None:
         try:
             await call.write(codec.hello_message(PROTOCOL_VERSION, self.host_id, self.token, SOFTWARE))
-            first = await asyncio.wait_for(call.read(), self.connect_timeout)
+            first = await call.read()
         except grpc.aio.AioRpcError as exc:
             if exc.code() in REJECTIONS:
                 raise AnalyzerRejected(address, exc.code(), exc.details() or "") from None

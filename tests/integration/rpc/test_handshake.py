@@ -112,6 +112,14 @@ def test_tls_and_mutual_tls(tmp_path: Path) -> None:
                                       str(tmp_path / "agent.key"))
         async with agent.running(agent.client(server.address, tls=mutual)) as c:
             assert await c.wait_connected(10)
+        # close() returns promptly whatever the connection attempt is doing (a write made
+        # before the TLS handshake fails used to ignore the call's cancellation)
+        for i in range(12):
+            c = agent.client(server.address, tls=ClientTLS(ca=server_cert))
+            runner = asyncio.create_task(c.run())
+            await asyncio.sleep(0.025 * i)
+            await asyncio.wait_for(c.close(), 5)
+            await asyncio.wait_for(runner, 5)
         await server.stop()
         assert rec.kinds().count("connect") == 2
     run(scenario())

@@ -4,6 +4,7 @@ loopback grpc.aio; the analyzer stopped and started again on the same port."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -153,6 +154,7 @@ def test_disconnect_marks_the_host_and_deletes_nothing(bolt_server: BoltServer) 
             await eventually(lambda: analyzer.host_ids(H1) == agent_ids(agent))
             await analyzer.writer.flush()
             connected_at = analyzer.api.now_ms()
+            await asyncio.sleep(0.01)      # the disconnect is a later revision
         await eventually(lambda: analyzer.api.graph.nodes[host_id].Metadata["Status"] == "disconnected")
         host = analyzer.api.graph.nodes[host_id]
         assert host.Metadata["DisconnectedAt"] >= connected_at
