@@ -6,10 +6,13 @@ supervised from a background event loop so it can be killed and restarted.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,3 +95,26 @@ async def open_store(server: BoltServer, clear: bool = True) -> GraphStore:
     if clear:
         await store.clear()
     return store
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http(url: str, method: str, body: Any = None, headers: dict[str, str] | None = None,
+         raw: bytes | None = None, context: Any = None) -> Reply:
+    """One HTTP request (JSON `body`, or `raw` bytes); error statuses are replies too."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with urllib.request.urlopen(req, timeout=60, context=context) as resp:
+            return Reply(resp.status, dict(resp.headers), resp.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, dict(exc.headers), exc.read())

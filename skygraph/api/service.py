@@ -9,6 +9,7 @@ time arguments, and the status document. Reads go through `Reads`
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from skygraph import __version__
 from skygraph.api.captures import Captures
 from skygraph.api.reads import Reads
-from skygraph.gremlin import Limits, execute
+from skygraph.gremlin import Limits, execute, parse
 from skygraph.gremlin.ast import Literal
 from skygraph.gremlin.errors import GremlinQueryError
 from skygraph.gremlin.timeparse import time_point_ms
@@ -126,7 +127,7 @@ class Api:
             "Graph": {"Backend": self.backend, "Server": self.store.dialect.server_agent,
                       "URI": self.store.uri, "Healthy": healthy, "Detail": detail,
                       "Nodes": len(self.graph.nodes), "Edges": len(self.graph.edges)},
-            "Writer": {k: v for k, v in vars(self.writer.stats).items()},
+            "Writer": dataclasses.asdict(self.writer.stats),
             "Agents": {},
         }
         if self._status_extra is not None:
@@ -136,8 +137,7 @@ class Api:
 
 def _with_at(query: str, t: int) -> str:
     """`G.At(t)...` for a query starting with `G.`/`g.` and no time step of its own."""
-    from skygraph.gremlin import parse  # parse errors surface with their column
-    ast = parse(query)
+    ast = parse(query)  # parse errors surface with their column
     if any(s.name in ("At", "Context") for s in ast.steps):
         raise GremlinQueryError("the query has its own At/Context: leave `at` empty", 1)
     head, dot, rest = query.lstrip().partition(".")

@@ -35,15 +35,14 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from skygraph.capture.pcapfile import Block, PcapInfo
-
-T = TypeVar("T")
+from skygraph.topology.netns import run_in
 
 # ---- constants (linux/if_packet.h, linux/if_ether.h, asm/socket.h, sched.h) --
 SOL_PACKET = 263
@@ -54,7 +53,6 @@ TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
 ETH_P_8021Q = 0x8100
 SO_ATTACH_FILTER = 26
-CLONE_NEWNET = 0x40000000
 
 TP_STATUS_KERNEL = 0x0
 TP_STATUS_USER = 0x1
@@ -277,43 +275,6 @@ def pcap_info(link_type: int, snaplen: int) -> PcapInfo:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _setns(fd: int, where: str) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns into {where}: {os.strerror(err)}")
-
-
-def in_namespace(path: str | None, fn: Callable[[], T]) -> T:
-    """Run `fn` in a short-lived thread that entered the network namespace at `path`
-    (None: ours, in the calling thread).  Only that thread switches namespace."""
-    if path is None:
-        return fn()
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            target = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            error.append(OSError(exc.errno, f"namespace {path}: {exc.strerror}"))
-            return
-        try:
-            # The thread ends here; it never has to come back to the agent's namespace.
-            _setns(target, path)
-            result.append(fn())
-        except BaseException as exc:
-            error.append(exc)
-        finally:
-            os.close(target)
-
-    t = threading.Thread(target=work, name=f"setns {path}")
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
 # ---- the socket ----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class RingGeometry:
@@ -365,7 +326,7 @@ class Ring:
         """Open a ring on interface `ifindex` of namespace `netns` (None: ours), with
         the classic BPF `program` (packed `struct sock_filter`s) attached."""
         geo = geometry or RingGeometry()
-        sock = in_namespace(netns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+        sock = run_in(netns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
         try:
             mm = _setup(sock, ifindex, program, geo)
         except BaseException:

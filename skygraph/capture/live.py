@@ -29,13 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from skygraph.capture.afpacket import Batch, Ring, RingError, RingGeometry, in_namespace, pcap_info
+from skygraph.capture.afpacket import Batch, Ring, RingError, RingGeometry, pcap_info
 from skygraph.capture.bpf import BPFError, compile_filter
 from skygraph.capture.decoder import LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_IPV6, LINKTYPE_RAW
 from skygraph.capture.fastpath import FastPath
 from skygraph.capture.options import CaptureOptions, OptionError, TableSettings
 from skygraph.capture.table import FlowTable
 from skygraph.topology.flow import Flow
+from skygraph.topology.netns import run_in
 
 log = logging.getLogger("skygraph.capture.live")
 
@@ -271,7 +272,7 @@ class LiveCapture:
         if netns is not None and not os.path.exists(netns):
             raise self._fail(f"its namespace {netns} is gone")
         try:
-            ifindex = in_namespace(netns, self._resolve_index)
+            ifindex = run_in(netns, self._resolve_index)
             self._ring = Ring.open(netns, ifindex, program.pack(), self._geometry,
                                    link_header=self.link_type == LINKTYPE_ETHERNET)
         except CaptureError:

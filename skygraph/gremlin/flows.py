@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from skygraph.gremlin import results
-from skygraph.gremlin.ast import Arg, Keyword, Literal, Step
+from skygraph.gremlin.ast import Arg, Literal, Step
 from skygraph.gremlin.errors import GremlinQueryError, NotAvailableError
 from skygraph.gremlin.parser import FLOW_STEPS
 from skygraph.gremlin.plan import (
@@ -51,6 +51,7 @@ from skygraph.gremlin.predicates import (
     negate,
     pairs_condition,
     parse_key,
+    sort_args,
     value_condition,
 )
 from skygraph.gremlin.source import HistorySource, Pending, where
@@ -225,17 +226,8 @@ def step_dedup(b: _Builder, step: Step) -> None:
 
 
 def step_sort(b: _Builder, step: Step) -> None:
-    order, args = "ASC", list(step.args)
-    if args and isinstance(args[0], Keyword):
-        kw = args.pop(0)
-        assert isinstance(kw, Keyword)
-        if kw.name not in ("ASC", "DESC"):
-            raise GremlinQueryError(f"Sort() order must be ASC or DESC, got {kw.name}",
-                                    kw.column)
-        order = kw.name
-    if len(args) > 1:
-        raise GremlinQueryError("Sort() takes [ASC|DESC,] key", step.column)
-    key = flow_key(args[0]) if args else LAST
+    order, key_arg = sort_args(step)
+    key = flow_key(key_arg) if key_arg is not None else LAST
     b.emit(f"WITH {b.keep()}{b.cur} ORDER BY {key.expr(b.cur)} {order}")
     b.flow.ordered = True
 

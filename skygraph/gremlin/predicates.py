@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skygraph.gremlin.ast import Arg, Call, Keyword, Literal, describe
+from skygraph.gremlin.ast import Arg, Call, Keyword, Literal, Step, describe
 from skygraph.gremlin.errors import GremlinQueryError
 from skygraph.topology import schema
 from skygraph.topology.model import RESERVED_KEYS
@@ -263,3 +263,18 @@ def ipv4_range(arg: Arg) -> tuple[int, int]:
     raise GremlinQueryError(f"Ipv4Range() expects an IPv4 CIDR, got {describe(arg)}",
                             arg.column)
 
+
+
+def sort_args(step: Step) -> tuple[str, Arg | None]:
+    """`Sort([ASC|DESC,] [key])` -> (order, key argument or None for the default)."""
+    order, args = "ASC", list(step.args)
+    if args and isinstance(args[0], Keyword):
+        kw = args.pop(0)
+        assert isinstance(kw, Keyword)
+        if kw.name not in ("ASC", "DESC"):
+            raise GremlinQueryError(f"Sort() order must be ASC or DESC, got {kw.name}",
+                                    kw.column)
+        order = kw.name
+    if len(args) > 1:
+        raise GremlinQueryError("Sort() takes [ASC|DESC,] key", step.column)
+    return order, (args[0] if args else None)

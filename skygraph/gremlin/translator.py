@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from skygraph.gremlin import flows, results
-from skygraph.gremlin.ast import Arg, Call, Keyword, Literal, Query, Step, describe
+from skygraph.gremlin.ast import Arg, Call, Literal, Query, Step, describe
 from skygraph.gremlin.errors import GremlinQueryError, LimitExceededError
 from skygraph.gremlin.plan import (
     COUNT,
@@ -34,7 +34,16 @@ from skygraph.gremlin.plan import (
     Plan,
     Record,
 )
-from skygraph.gremlin.predicates import Key, Params, has_key, integer, negate, pairs_condition, parse_key
+from skygraph.gremlin.predicates import (
+    Key,
+    Params,
+    has_key,
+    integer,
+    negate,
+    pairs_condition,
+    parse_key,
+    sort_args,
+)
 from skygraph.gremlin.source import NODE, HistorySource, LiveSource, Pending, is_node
 from skygraph.gremlin.timeparse import duration_ms, time_point_ms
 from skygraph.topology import schema
@@ -413,19 +422,7 @@ class _Builder:
 
     def step_Sort(self, step: Step) -> None:
         self.need(step, NODES, EDGES)
-        order, key_arg = "ASC", None
-        args = list(step.args)
-        if args and isinstance(args[0], Keyword):
-            kw = args.pop(0)
-            assert isinstance(kw, Keyword)
-            if kw.name not in ("ASC", "DESC"):
-                raise GremlinQueryError(f"Sort() order must be ASC or DESC, got {kw.name}",
-                                        kw.column)
-            order = kw.name
-        if len(args) > 1:
-            raise GremlinQueryError("Sort() takes [ASC|DESC,] key", step.column)
-        if args:
-            key_arg = args[0]
+        order, key_arg = sort_args(step)
         key = parse_key(key_arg) if key_arg is not None else Key("@CreatedAt", "CreatedAt")
         self.emit(f"WITH {self.keep()}{self.cur} ORDER BY {key.expr(self.cur)} {order}")
 

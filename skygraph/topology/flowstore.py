@@ -21,12 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from skygraph.topology.errors import StoreUnavailable
 from skygraph.topology.flowschema import (
     BY_UUIDS,
     CLEAR,
@@ -41,7 +39,7 @@ from skygraph.topology.flowschema import (
     write_row,
 )
 from skygraph.topology.graph import wall_clock_ms
-from skygraph.topology.store import CONSTRAINT_ERRORS, LRU, MAX_CONSTRAINT_RETRIES, RETRYABLE, GraphStore
+from skygraph.topology.store import LRU, GraphStore, next_batch, write_retrying
 
 log = logging.getLogger("skygraph.flows")
 
@@ -224,21 +222,7 @@ class FlowSink:
     # ------------------------------------------------------------ internals
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            deadline = time.monotonic() + self.max_delay
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:  # wait for more only when nothing is queued
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
+            batch = await next_batch(self._queue, self.max_batch, self.max_delay)
             await self._write(batch)
             self.stats.batches += 1
             async with self._done:
@@ -246,42 +230,12 @@ class FlowSink:
                 self._done.notify_all()
 
     async def _write(self, batch: list[Row]) -> None:
-        backoff = 0.05
-        constraint_errors = 0
-        while True:
-            try:
-                await self.flows.write(batch)
-                self.stats.written += len(batch)
-                return
-            except CONSTRAINT_ERRORS as exc:
-                # two writers racing on a new UUID clears on retry; more is a real refusal
-                constraint_errors += 1
-                if constraint_errors > MAX_CONSTRAINT_RETRIES:
-                    await self._isolate(batch, exc)
-                    return
-                self.stats.retries += 1
-                await asyncio.sleep(backoff)
-            except (*RETRYABLE, StoreUnavailable) as exc:
-                self.stats.retries += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("flows: batch of %d not written yet (%s); retrying in %.2fs",
-                            len(batch), self.stats.last_error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
-            except Exception as exc:  # refused for good: find the flow responsible
-                await self._isolate(batch, exc)
-                return
-
-    async def _isolate(self, batch: list[Row], exc: Exception) -> None:
-        if len(batch) == 1:
-            detail = f"flow {batch[0]['UUID']}: {type(exc).__name__}: {exc}"
-            log.error("flows: rejected by the database: %s", detail, exc_info=exc)
-            self.stats.rejected += 1
-            self.stats.rejected_details = [*self.stats.rejected_details[-99:], detail]
-            return
-        half = len(batch) // 2
-        await self._write(batch[:half])
-        await self._write(batch[half:])
+        async def write(part: list[Row]) -> int:
+            await self.flows.write(part)
+            return len(part)
+        self.stats.written += await write_retrying(
+            batch, write, stats=self.stats, what="flows", describe=lambda r: f"flow {r['UUID']}",
+            merge=int.__add__, refused=0, permanent=Exception, max_backoff=self.max_backoff)
 
     async def _prune_loop(self) -> None:
         while True:

@@ -17,7 +17,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import neo4j
 from neo4j import AsyncGraphDatabase
@@ -64,8 +64,7 @@ RETRYABLE = (neo_errors.ServiceUnavailable, neo_errors.SessionExpired,
              neo_errors.TransientError, neo_errors.ConstraintError,
              neo_errors.IncompleteCommit, ConnectionError, OSError)
 
-# A MERGE race on a unique key (ArcadeDB): clears on retry, unless it is a real violation.
-CONSTRAINT_ERRORS = (neo_errors.ConstraintError,)
+# A MERGE race on a unique key (ArcadeDB) clears on retry; more than this is a real violation.
 MAX_CONSTRAINT_RETRIES = 10
 # Elements whose last written properties the store remembers (batch.Known).
 KNOWN_ELEMENTS = 100_000
@@ -81,6 +80,7 @@ class ApplyResult:
 
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class LRU(Generic[T]):
@@ -329,6 +329,82 @@ async def _fetch(tx: neo4j.AsyncManagedTransaction, cypher: str, params: dict[st
     return [dict(zip(keys, row, strict=True)) for row in await result.values()]
 
 
+class RetryStats(Protocol):
+    retries: int
+    rejected: int
+    last_error: str
+    rejected_details: list[str]
+
+
+async def next_batch(queue: asyncio.Queue[T], max_batch: int, max_delay: float) -> list[T]:
+    """Wait for one item, then take up to `max_batch` within `max_delay` seconds
+    (without waiting while more are already queued)."""
+    batch = [await queue.get()]
+    deadline = time.monotonic() + max_delay
+    while len(batch) < max_batch:
+        try:
+            batch.append(queue.get_nowait())
+            continue
+        except asyncio.QueueEmpty:
+            pass
+        timeout = deadline - time.monotonic()
+        if timeout <= 0:
+            break
+        try:  # wait for more only when nothing is queued
+            batch.append(await asyncio.wait_for(queue.get(), timeout))
+        except TimeoutError:
+            break
+    return batch
+
+
+async def write_retrying(batch: list[T], write: Callable[[list[T]], Awaitable[R]], *,
+                         stats: RetryStats, what: str, describe: Callable[[T], str],
+                         merge: Callable[[R, R], R], refused: R,
+                         permanent: type[Exception] | tuple[type[Exception], ...],
+                         max_backoff: float) -> R:
+    """Write `batch` until the database takes it: transient errors and restarts are
+    retried with backoff (nothing accepted is lost); a MERGE race on a unique key
+    (ArcadeDB) is retried a few times; a `permanent` error is narrowed down by
+    halving the batch until the element responsible is found, logged and counted
+    (`refused` stands for its result), so the rest is written."""
+    backoff = 0.05
+    constraint_errors = 0
+    while True:
+        try:
+            return await write(batch)
+        except neo_errors.ConstraintError as exc:
+            constraint_errors += 1
+            if constraint_errors > MAX_CONSTRAINT_RETRIES:
+                failure: Exception = exc
+                break
+            stats.retries += 1
+            await asyncio.sleep(backoff)
+        except (*RETRYABLE, StoreUnavailable) as exc:
+            stats.retries += 1
+            stats.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: batch of %d not written yet (%s); retrying in %.2fs", what,
+                        len(batch), stats.last_error, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+        except permanent as exc:
+            failure = exc
+            break
+    if len(batch) == 1:
+        message = getattr(failure, "message", None) or str(failure)
+        detail = f"{describe(batch[0])}: {type(failure).__name__}: {message}"
+        log.error("%s: rejected by the database: %s", what, detail)
+        stats.rejected += 1
+        stats.rejected_details = [*stats.rejected_details[-99:], detail]
+        return refused
+    half = len(batch) // 2
+
+    async def part(sub: list[T]) -> R:
+        return await write_retrying(sub, write, stats=stats, what=what, describe=describe,
+                                    merge=merge, refused=refused, permanent=permanent,
+                                    max_backoff=max_backoff)
+    return merge(await part(batch[:half]), await part(batch[half:]))
+
+
 # ==================================================================== writer
 
 @dataclass
@@ -405,21 +481,7 @@ class BatchWriter:
     # ------------------------------------------------------------ internals
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            deadline = time.monotonic() + self.max_delay
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                    continue
-                except asyncio.QueueEmpty:
-                    pass
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                try:  # wait for more only when nothing is queued
-                    batch.append(await asyncio.wait_for(self._queue.get(), timeout))
-                except TimeoutError:
-                    break
+            batch = await next_batch(self._queue, self.max_batch, self.max_delay)
             await self._write(batch)
             async with self._done:
                 self._committed += len(batch)
@@ -434,40 +496,12 @@ class BatchWriter:
         self._track_pending(full, missing)
 
     async def _apply_retrying(self, batch: list[StoreMutation]) -> set[str]:
-        backoff = 0.05
-        constraint_errors = 0
-        while True:
-            try:
-                return set((await self.store.apply(batch)).missing_edges)
-            except neo_errors.ConstraintError as exc:
-                # A MERGE race (ArcadeDB) clears on retry; one that keeps failing
-                # is a real violation: isolate it like any permanent error.
-                constraint_errors += 1
-                if constraint_errors > MAX_CONSTRAINT_RETRIES:
-                    return await self._isolate(batch, exc)
-                self.stats.retries += 1
-                await asyncio.sleep(backoff)
-            except RETRYABLE as exc:
-                self.stats.retries += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("writer: batch of %d not written yet (%s); retrying in %.2fs",
-                            len(batch), self.stats.last_error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
-            except neo_errors.Neo4jError as exc:
-                return await self._isolate(batch, exc)
-
-    async def _isolate(self, batch: list[StoreMutation], exc: neo_errors.Neo4jError) -> set[str]:
-        """A permanent error: find the mutation responsible by halving the batch."""
-        if len(batch) == 1:
-            detail = f"{_describe(batch[0])}: {type(exc).__name__}: {exc.message}"
-            log.error("writer: rejected by the database: %s", detail)
-            self.stats.rejected += 1
-            self.stats.rejected_details = [*self.stats.rejected_details[-99:], detail]
-            return set()
-        half = len(batch) // 2
-        return (await self._apply_retrying(batch[:half])
-                | await self._apply_retrying(batch[half:]))
+        async def apply(part: list[StoreMutation]) -> set[str]:
+            return set((await self.store.apply(part)).missing_edges)
+        return await write_retrying(batch, apply, stats=self.stats, what="writer",
+                                    describe=_describe, merge=set.union, refused=set(),
+                                    permanent=neo_errors.Neo4jError,
+                                    max_backoff=self.max_backoff)
 
     def _due_pending(self, batch: list[StoreMutation]) -> list[StoreMutation]:
         """Deferred edges to try again: an endpoint appears in this batch."""

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,17 +16,7 @@ import pytest
 
 from skygraph import analyzer
 from skygraph.config import Config, GraphSection, load
-from tests.conftest import BoltServer, LoopThread, free_port, open_store
-
-
-@dataclasses.dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+from tests.conftest import BoltServer, LoopThread, Reply, free_port, http, open_store
 
 
 @dataclasses.dataclass
@@ -44,14 +31,7 @@ class Served:
 
     def request(self, method: str, path: str, body: Any = None,
                 headers: dict[str, str] | None = None, raw: bytes | None = None) -> Reply:
-        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=60, context=self.context) as resp:
-                return Reply(resp.status, dict(resp.headers), resp.read())
-        except urllib.error.HTTPError as exc:
-            return Reply(exc.code, dict(exc.headers), exc.read())
+        return http(self.url + path, method, body, headers, raw, self.context)
 
 
 def analyzer_config(bolt_server: BoltServer, tmp_path: Any, yaml_text: str = "") -> Config:

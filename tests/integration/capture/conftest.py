@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from skygraph.capture.afpacket import in_namespace
+from skygraph.topology.netns import run_in
 from tests.conftest import RUN_ID
 
 _seq = itertools.count()
@@ -73,7 +73,7 @@ class VethPair:
             self.made.remove(path)
 
     def ifindex(self, ns: str, name: str) -> int:
-        return in_namespace(ns, lambda: socket.if_nametoindex(name))
+        return run_in(ns, lambda: socket.if_nametoindex(name))
 
     def metadata(self, ns: str | None = None, name: str | None = None, **extra: Any) -> dict[str, Any]:
         """Interface node metadata as the netlink probe writes it."""
@@ -95,7 +95,7 @@ class VethPair:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 for _ in range(count):
                     s.sendto(b"skygraph", target)
-        in_namespace(ns or self.a, send)
+        run_in(ns or self.a, send)
 
     def listen_udp(self, port: int, ns: str | None = None) -> socket.socket:
         """A UDP socket bound in namespace `ns` (default b), so datagrams to `port`
@@ -104,7 +104,7 @@ class VethPair:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("0.0.0.0", port))
             return s
-        return in_namespace(ns or self.b, bind)
+        return run_in(ns or self.b, bind)
 
     def close(self) -> None:
         for path in reversed(self.made):

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 from scapy.layers.inet import ICMP, IP
 
-from skygraph.capture.afpacket import Ring, RingGeometry, in_namespace
+from skygraph.capture.afpacket import Ring, RingGeometry
 from skygraph.capture.bpf import compile_filter
 from skygraph.capture.live import NODE_DOWN, CaptureError, LiveCapture
 from skygraph.capture.options import TableSettings
 from skygraph.topology.flow import Flow, ICMPType
+from skygraph.topology.netns import run_in
 from tests.integration.capture.conftest import VethPair, sh
 
 pytestmark = pytest.mark.root
@@ -168,7 +169,7 @@ def test_kernel_drops_are_counted() -> None:
                     for _ in range(300):
                         s.sendto(b"x" * 200, ("127.0.0.1", 6000))
                     s.sendto(b"y", ("127.0.0.1", 6001))  # not matching
-            in_namespace(path, send)
+            run_in(path, send)
             time.sleep(0.1)
             stats = ring.stats()
             # lo: each datagram is seen once outgoing and once incoming.
@@ -232,7 +233,7 @@ def open_tun(ns: str, name: str) -> int:
         fd = os.open("/dev/net/tun", os.O_RDWR)
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI))
         return fd
-    return in_namespace(ns, make)
+    return run_in(ns, make)
 
 
 def test_raw_ip_device_flows_start_at_ip(pair: VethPair) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RUN_ID, free_port
-from tests.integration.e2e.test_two_agents import wait
+from tests.integration.e2e.test_two_agents import terminate, wait
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 SKYGRAPH = [sys.executable, "-m", "skygraph.cli"]
@@ -67,11 +66,6 @@ def test_allinone_quick_start(tmp_path):
         assert (flow["Network"]["A"], flow["Network"]["B"]) == ("127.0.0.1", "127.0.0.1")
         assert cli("capture", "list")[capture["UUID"]]["Count"] == 1
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 60)
         log.close()
     assert proc.returncode == 0, (tmp_path / "allinone.log").read_text()[-3000:]

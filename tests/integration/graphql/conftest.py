@@ -11,10 +11,7 @@ that dataloaders batch.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -29,20 +26,10 @@ from skygraph.topology.embedded import free_port
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import EdgeAdded, Mutation, NodeAdded
 from skygraph.topology.store import BatchWriter, GraphStore
-from tests.conftest import BoltServer, LoopThread
+from tests.conftest import BoltServer, LoopThread, Reply, http
 
 T = TypeVar("T")
 T0 = 1_700_000_000_000
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 @dataclass
@@ -70,14 +57,7 @@ class Served:
 
     def request(self, method: str, path: str, body: Any = None,
                 headers: dict[str, str] | None = None) -> Reply:
-        data = None if body is None else json.dumps(body).encode()
-        hdrs = {"Content-Type": "application/json", **(headers or {})}
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return Reply(resp.status, dict(resp.headers), resp.read())
-        except urllib.error.HTTPError as exc:
-            return Reply(exc.code, dict(exc.headers), exc.read())
+        return http(self.url + path, method, body, headers)
 
     def gql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST a GraphQL document; the whole response ({data, errors})."""
