@@ -24,6 +24,9 @@ from skygraph.topology.embedded import USER, EmbeddedConfig, EmbeddedServer, fre
 from skygraph.topology.store import GraphStore
 
 T = TypeVar("T")
+# Skydive's packet traces with their expected flows (copied from ../shared/pcaps, so a
+# fresh clone has them).
+PCAPS = Path(__file__).resolve().parent / "data" / "pcaps"
 RUN_ID = f"sg{os.getpid()}"  # prefix of everything tests create on the host
 
 

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-PCAPS = Path(__file__).resolve().parents[3].parent / "shared" / "pcaps"
+from tests.conftest import PCAPS
+
 REPO = Path(__file__).resolve().parents[3]
 
 

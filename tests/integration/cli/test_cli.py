@@ -19,9 +19,7 @@ from skygraph.capture.offline import process_file
 from skygraph.capture.options import CaptureOptions
 from skygraph.topology.flowschema import write_row
 from skygraph.topology.flowstore import FlowStore
-from tests.conftest import RUN_ID, free_port, open_store, run
-
-PCAPS = Path(__file__).resolve().parents[3].parent / "shared" / "pcaps"
+from tests.conftest import PCAPS, RUN_ID, free_port, open_store, run
 
 SKYGRAPH = [sys.executable, "-m", "skygraph.cli"]
 

@@ -3,7 +3,6 @@ over flows made from the reference pcaps and written by the flow store."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,11 +11,11 @@ from skygraph.capture.offline import process_file
 from skygraph.capture.options import CaptureOptions
 from skygraph.topology.flowschema import write_row
 from skygraph.topology.flowstore import FlowStore
+from tests.conftest import PCAPS
 from tests.integration.graphql.conftest import Served
 
 pytestmark = pytest.mark.bolt
 
-PCAPS = Path(__file__).resolve().parents[3].parent / "shared" / "pcaps"
 FLOWS = """query($f: FlowFilter, $since: String, $until: String, $first: Int, $after: String) {
   flows(filter: $f, since: $since, until: $until, first: $first, after: $after) {
     edges { cursor node { id application layersPath nodeTID trackingID l3TrackingID

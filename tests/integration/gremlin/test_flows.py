@@ -4,7 +4,6 @@ store, queried through Gremlin on the embedded Bolt server."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,13 +18,13 @@ from skygraph.gremlin import GremlinQueryError, Limits, NotAvailableError
 from skygraph.topology.flow import Flow, FlowLayer, FlowMetric, FlowProtocol, ICMPLayer, ICMPType
 from skygraph.topology.flowschema import write_row
 from skygraph.topology.flowstore import FlowStore
+from tests.conftest import PCAPS
 from tests.integration.gremlin.conftest import NOW, GremlinDB, edge, node
 
 pytestmark = pytest.mark.bolt
 
 A_MAC, B_MAC = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
 T = NOW - 60_000  # the pings happen a minute before the queries
-PCAPS = Path(__file__).resolve().parents[3].parent / "shared" / "pcaps"
 MS = 1_000_000
 
 

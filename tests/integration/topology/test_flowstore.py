@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +21,10 @@ from skygraph.topology.graph import Graph
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import EdgeAdded, NodeAdded, NodeDeleted, NodeUpdated
 from skygraph.topology.store import GraphStore
-from tests.conftest import open_store, run
+from tests.conftest import PCAPS, open_store, run
 
 pytestmark = pytest.mark.bolt
 
-PCAPS = Path(__file__).resolve().parents[3].parent / "shared" / "pcaps"
 T = 1_700_000_000_000
 MS = 1_000_000
 A_MAC, B_MAC = "02:00:00:00:00:0a", "02:00:00:00:00:0b"

@@ -9,8 +9,7 @@ import pytest
 
 from skygraph.capture import pcapfile
 from skygraph.capture.bpf import BPFError, compile_filter
-
-PCAPS = Path(__file__).resolve().parents[3].parent / "shared" / "pcaps"
+from tests.conftest import PCAPS
 
 CASES = [
     ("icmp-vlan.pcap", "icmp or (vlan and icmp)"),

@@ -21,8 +21,7 @@ from skygraph.capture import pcapfile
 from skygraph.capture.offline import process_file
 from skygraph.capture.options import CaptureOptions, TableSettings
 from skygraph.capture.pcapindex import index_records
-
-PCAPS = Path(__file__).resolve().parents[3].parent / "shared" / "pcaps"
+from tests.conftest import PCAPS
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,16 +1,13 @@
-"""Every expectation of ../shared/pcaps/README.md, on the real Skydive traces."""
+"""Every expectation of tests/data/pcaps/README.md, on the real Skydive traces."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
 from skygraph.capture.offline import Result, process_file
 from skygraph.capture.options import CaptureOptions
 from skygraph.topology.flow import FinishType, Flow
-
-PCAPS = Path(__file__).resolve().parents[3].parent / "shared" / "pcaps"
+from tests.conftest import PCAPS
 
 
 def flows_of(name: str, bpf: str = "", fast: bool = True, **opts: object) -> list[Flow]:
@@ -175,3 +172,8 @@ def test_l3_key_mode_keeps_tracking_ids_equal() -> None:
     for f in flows_of("eth-ip4-arp-dns-req-http-google.pcap", layer_key_mode="L3"):
         if f.network is not None:
             assert f.tracking_id == f.l3_tracking_id
+
+
+def test_the_traces_are_in_the_repository() -> None:
+    """Tests parametrized over the traces must not silently run on none."""
+    assert len(list(PCAPS.glob("*.pcap"))) == 10
