@@ -35,6 +35,7 @@ from skygraph.probes.ovs.probe import OvsProbe
 from skygraph.process import batch_writer, graph_connection, stop_on_signals
 from skygraph.rpc.client import AnalyzerClient
 from skygraph.rpc.model import CaptureStats, Command, StartCapture
+from skygraph.rpc.tls import ClientTLS
 from skygraph.topology.bus import EventBus
 from skygraph.topology.errors import NotFoundError
 from skygraph.topology.flow import Flow
@@ -147,6 +148,15 @@ def table_settings(cfg: Config) -> TableSettings:
                                               f.application_timeout.items()})
 
 
+def client_tls(cfg: Config) -> ClientTLS | None:
+    """The agent's TLS to its analyzers (`agent.tls`), None for plaintext; an unreadable
+    file is an error naming the key and the file."""
+    t = cfg.agent.tls
+    if not t.ca_file:
+        return None
+    return ClientTLS.from_files(t.ca_file, t.cert_file, t.key_file, t.server_name, key="agent.tls")
+
+
 async def run_connected(cfg: Config, stop: asyncio.Event, root_path: str | None = None,
                         ready: Callable[[Probes, AnalyzerClient], None] | None = None) -> None:
     """Probes -> graph -> analyzer (gRPC); analyzer commands -> captures -> flows."""
@@ -180,6 +190,7 @@ async def run_connected(cfg: Config, stop: asyncio.Event, root_path: str | None 
 
     client = AnalyzerClient(
         list(cfg.analyzers), host_id, on_command=on_command, token=cfg.agent.token,
+        tls=client_tls(cfg),
         max_buffered_flows=cfg.agent.max_buffered_flows,
         snapshot=lambda: (list(graph.nodes.values()), list(graph.edges.values())))
 

@@ -164,8 +164,8 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
             await sink.put(host_id, flows)
         agents = Agents(api, put_flows)
         rpc = RpcServer(agents, cfg.analyzer.rpc.listen, cfg.analyzer.auth.token,
-                        ServerTLS.from_files(tls.cert_file, tls.key_file) if tls.cert_file
-                        else None)
+                        ServerTLS.from_files(tls.cert_file, tls.key_file, tls.client_ca_file,
+                                             key="analyzer.tls") if tls.cert_file else None)
 
         async def start(host: str, spec: dict[str, Any], node_id: str) -> bool:
             return await rpc.send(host, StartCapture(spec, node_id))

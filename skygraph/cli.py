@@ -165,6 +165,10 @@ def _allinone(cfg: Config, args: argparse.Namespace) -> int:
         analyzer.parse_listen(args.listen, "--listen")
         cfg = dataclasses.replace(cfg, analyzer=dataclasses.replace(cfg.analyzer,
                                                                     listen=args.listen))
+    if cfg.analyzer.tls.cert_file and not cfg.agent.tls.ca_file:
+        raise ConfigError("allinone: analyzer.tls is set, so the local agent talks TLS to it: "
+                          "give agent.tls.ca_file (the CA of analyzer.tls.cert_file), plus "
+                          "agent.tls.cert_file/key_file when analyzer.tls.client_ca_file is set")
     # the local agent talks to this analyzer, with its token
     cfg = dataclasses.replace(cfg, analyzers=(cfg.analyzer.rpc.listen,), agent=dataclasses.replace(
         cfg.agent, token=cfg.agent.token or cfg.analyzer.auth.token))

@@ -71,8 +71,17 @@ class AuthSection:
 
 @dataclass(frozen=True)
 class TlsSection:
-    cert_file: str = ""         # PEM; both set: the analyzer serves HTTPS/WSS only
+    cert_file: str = ""         # PEM; both set: the analyzer serves HTTPS/WSS and gRPC over TLS only
     key_file: str = ""
+    client_ca_file: str = ""    # PEM; set: agents must present a certificate it signed (mutual TLS)
+
+
+@dataclass(frozen=True)
+class AgentTlsSection:
+    ca_file: str = ""           # PEM the analyzer's certificate chains to; set: TLS to the analyzer
+    cert_file: str = ""         # the agent's own certificate and key, for mutual TLS
+    key_file: str = ""
+    server_name: str = ""       # name expected in the analyzer's certificate, if not its address
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,7 @@ class AgentSection:
     topology: TopologySection = field(default_factory=TopologySection)
     capture: CaptureSection = field(default_factory=CaptureSection)
     token: str = ""                  # sent to the analyzer (its analyzer.auth.token)
+    tls: AgentTlsSection = field(default_factory=AgentTlsSection)
     max_buffered_flows: int = 100_000  # flows kept while the analyzer is unreachable
 
 
@@ -203,6 +213,14 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
     tls = cfg.analyzer.tls
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("analyzer.tls: cert_file and key_file must be given together")
+    if tls.client_ca_file and not tls.cert_file:
+        raise ConfigError("analyzer.tls.client_ca_file: needs analyzer.tls.cert_file and key_file")
+    agent_tls = cfg.agent.tls
+    if bool(agent_tls.cert_file) != bool(agent_tls.key_file):
+        raise ConfigError("agent.tls: cert_file and key_file must be given together")
+    if (agent_tls.cert_file or agent_tls.server_name) and not agent_tls.ca_file:
+        raise ConfigError("agent.tls: ca_file is needed to talk TLS to the analyzer "
+                          "(cert_file/key_file/server_name set without it)")
     env = os.environ if env is None else env
     return override(cfg, **{k: env.get(f"SKYGRAPH_GRAPH_{k.upper()}")
                             for k in ("uri", "user", "password", "database")})
