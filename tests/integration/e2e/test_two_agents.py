@@ -204,3 +204,86 @@ def test_analyzer_restart_mid_capture_loses_no_flow_update(bolt_server, fresh_gr
             except AssertionError:
                 icmp = gremlin(a, "G.Flows().Has('Application', 'ICMPv4')")
                 raise AssertionError(f"counts {counts()}; flows {icmp}") from None
+
+
+def test_vxlan_inner_flows_tied_to_the_tunnel_and_a_killed_agent(analyzer_at, tmp_path):
+    """VXLAN between the two hosts (an L2 overlay: a bridge per host holding a VXLAN port
+    over eth1 and a veth to the VM): on host A's eth1 the inner ICMP flow's ParentUUID is
+    the VXLAN flow's UUID, and its TrackingID is the one of the decapsulated flow on host
+    B's veth (same frame, same identity). Then agent B is killed (SIGKILL): its host is
+    marked, its topology and flows stay queryable."""
+    with two_hosts(f"{RUN_ID}x") as lab, analyzer_at() as a:
+        for i, h in enumerate((lab.a, lab.b), 1):
+            sh("ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "local", f"192.168.77.{i}",
+               "remote", f"192.168.77.{3 - i}", "dstport", "4789", "dev", "eth1", ns=h.netns)
+            sh("ip", "link", "add", "br0", "type", "bridge", ns=h.netns)
+            sh("ip", "link", "set", "vx0", "master", "br0", ns=h.netns)
+            sh("ip", "link", "add", "vtap", "type", "veth", "peer", "name", "ovl", ns=h.netns)
+            sh("ip", "link", "set", "ovl", "netns", h.vm, ns=h.netns)
+            sh("ip", "link", "set", "vtap", "master", "br0", ns=h.netns)
+            for dev in ("vx0", "br0", "vtap"):
+                sh("ip", "link", "set", dev, "up", ns=h.netns)
+            sh("ip", "addr", "add", f"10.88.0.{i}/24", "dev", "ovl", ns=h.vm)
+            sh("ip", "link", "set", "ovl", "up", ns=h.vm)
+        with agent(lab.a, a.rpc, tmp_path), agent(lab.b, a.rpc, tmp_path) as proc_b:
+            wait("both hosts' vtap", lambda: len(gremlin(a, "G.V().Has('Name', 'vtap')")) == 2)
+            capture_id = a.request("POST", "/api/capture", {
+                "GremlinQuery": "G.V().Has('Name', Within('eth1', 'vtap'))"}).json()["UUID"]
+
+            def capturing() -> bool:
+                nodes = gremlin(a, "G.V().Has('Name', Within('eth1', 'vtap'))") or []
+                return len(nodes) == 4 and all(
+                    any(c["ID"] == capture_id and c["State"] == "active"
+                        for c in n["Metadata"].get("Captures") or []) for n in nodes)
+            wait("the capture active on eth1 and vtap of both hosts", capturing)
+            assert " 0% packet loss" in lab.ping(lab.a, "10.88.0.2", count=3)
+
+            tid = {(n["Host"], n["Metadata"]["Name"]): n["Metadata"]["TID"]
+                   for n in gremlin(a, "G.V().Has('Name', Within('eth1', 'vtap'))")}
+
+            def flows_on(host: Host, name: str, application: str) -> list[dict[str, Any]]:
+                return gremlin(a, f"G.Flows().Has('NodeTID', '{tid[(host.name, name)]}')"
+                                  f".Has('Application', '{application}')") or []
+
+            def three_each_way(flows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                return [f for f in flows
+                        if f["Metric"]["ABPackets"] == 3 and f["Metric"]["BAPackets"] == 3]
+
+            inner = wait("the inner ICMP flow on A's eth1", lambda: three_each_way(
+                [f for f in flows_on(lab.a, "eth1", "ICMPv4") if f.get("ParentUUID")]))
+            assert len(inner) == 1, inner
+            tunnels = flows_on(lab.a, "eth1", "VXLAN")
+            assert [t["UUID"] for t in tunnels if t["UUID"] == inner[0]["ParentUUID"]], (
+                inner, tunnels)
+            tunnel = next(t for t in tunnels if t["UUID"] == inner[0]["ParentUUID"])
+            assert tunnel["LayersPath"].endswith("UDP/VXLAN")
+            assert {tunnel["Network"]["A"], tunnel["Network"]["B"]} == {"192.168.77.1",
+                                                                         "192.168.77.2"}
+            assert 4789 in (tunnel["Transport"]["A"], tunnel["Transport"]["B"])
+            # the decapsulated flow on the peer's veth: same frame, same TrackingID
+            peer = wait("the ICMP flow on B's vtap",
+                        lambda: three_each_way(flows_on(lab.b, "vtap", "ICMPv4")))
+            assert len(peer) == 1 and not peer[0].get("ParentUUID"), peer
+            assert peer[0]["TrackingID"] == inner[0]["TrackingID"]
+            assert {(f["Network"]["A"], f["Network"]["B"]) for f in inner + peer} == {
+                ("10.88.0.1", "10.88.0.2")}
+            # inner flow -> tunnel flow -> interface -> host, as docs/graph-model.md shows
+            nodes = gremlin(a, f"G.Flows().Has('UUID', '{inner[0]['UUID']}').CaptureNode()")
+            assert [(n["Host"], n["Metadata"]["Name"]) for n in nodes] == [(lab.a.name, "eth1")]
+
+            # agent B dies without a goodbye
+            proc_b.send_signal(signal.SIGKILL)
+            proc_b.wait(30)
+
+            def b_marked() -> bool:
+                hosts = [h for h in gremlin(a, "G.V().Has('Type', 'host')") or []
+                         if h["Host"] == lab.b.name]
+                return bool(hosts) and hosts[0]["Metadata"].get("Status") == "disconnected"
+            wait("host B marked disconnected", b_marked)
+            status = a.request("GET", "/api/status").json()["Agents"]
+            assert status[lab.b.name]["Connected"] is False
+            assert status[lab.a.name]["Connected"] is True
+            # nothing of B deleted: its interfaces and its flows are still there
+            assert [n["Host"] for n in gremlin(a, "G.V().Has('Name', 'vtap')")
+                    if n["Host"] == lab.b.name] == [lab.b.name]
+            assert three_each_way(flows_on(lab.b, "vtap", "ICMPv4"))
