@@ -1,13 +1,16 @@
 """The agent's live captures: which capture runs on which node, and what the
 node says about it.
 
-Owns starting and stopping `LiveCapture`s on nodes of the agent's graph, the
+Owns starting and stopping capture sources (`skygraph.capture.sources`, one
+per capture type, chosen from the capture's `Type`) on nodes of the agent's
+graph, the
 namespace a node lives in (the netns node nearest to it on the shortest
 ownership path from the host node, its `Path`; the host's namespace when no
 netns node is on the way), and the `Captures` metadata list Skydive puts on
 captured nodes (SPEC §1b): one entry per capture with `ID`, `State`
-(`active`/`error`), `Name`, `Description`, `BPFFilter`, `Type`, `Error`
-and the packet counters, refreshed every `stats_update` seconds.  A start
+(`active`/`error`), `Name`, `Description`, `BPFFilter`, `Type`, `Error`,
+the packet counters, refreshed every `stats_update` seconds, and what the
+type adds (`PCAPSocket`, `SFlowSocket`, ...).  A start
 that fails leaves an `error` entry with the reason; a node that leaves the
 graph has its captures stopped.
 
@@ -16,6 +19,9 @@ the ring in a namespace, joining a reader thread) go to worker threads.
 `on_flows(capture_id, flows)` is called from capture reader threads.
 `set_captures_metadata(node_id, entries)` is awaited on the loop; an empty
 list means the node has no capture left (delete its `Captures` key).
+`set_node_metadata(node_id, key, value)` (value None: delete the key) is
+how a capture type sets other metadata of its node (`SFlow` counters); the
+manager calls it on the loop, in the order the capture asked.
 """
 
 from __future__ import annotations
@@ -29,8 +35,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from skygraph.capture.afpacket import RingGeometry
-from skygraph.capture.live import CaptureError, CaptureStats, LiveCapture
 from skygraph.capture.options import CaptureOptions, OptionError, TableSettings
+from skygraph.capture.sources import source_for
+from skygraph.capture.sources.base import (
+    AgentCaptureSettings,
+    CaptureError,
+    CaptureSource,
+    CaptureSpec,
+    CaptureStats,
+    SourceContext,
+    TargetFactory,
+)
 from skygraph.topology.flow import Flow
 from skygraph.topology.graph import Graph
 from skygraph.topology.model import OWNERSHIP
@@ -41,6 +56,7 @@ ACTIVE, ERROR = "active", "error"
 
 OnFlows = Callable[[str, list[Flow]], None]
 SetCapturesMetadata = Callable[[str, list[dict[str, Any]]], Awaitable[None]]
+SetNodeMetadata = Callable[[str, str, Any], Awaitable[None]]  # node id, key, value (None: delete)
 
 
 class NamespaceError(LookupError):
@@ -92,7 +108,7 @@ class _Capture:
     capture_id: str
     node_id: str
     entry: dict[str, Any]
-    live: LiveCapture | None = None
+    live: CaptureSource | None = None
     capture: Mapping[str, Any] | None = None  # kept on a failed start, to retry it
     seen: dict[str, Any] | None = None  # node metadata (but Captures) at the failure
 
@@ -102,7 +118,8 @@ def _node_state(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _entry(capture: Mapping[str, Any], state: str, error: str = "",
-           stats: CaptureStats | None = None) -> dict[str, Any]:
+           stats: CaptureStats | None = None,
+           extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A `Captures` list entry (Skydive CaptureMetadata: empty strings left out,
     counters always present)."""
     stats = stats or CaptureStats()
@@ -114,6 +131,7 @@ def _entry(capture: Mapping[str, Any], state: str, error: str = "",
         "Type": str(capture.get("Type") or "afpacket"), "Error": error,
     }
     entry = {k: v for k, v in entry.items() if v}
+    entry.update(extra or {})
     entry.update(PacketsReceived=stats.packets_received, PacketsDropped=stats.packets_dropped,
                  PacketsIfDropped=stats.packets_if_dropped)
     return entry
@@ -124,7 +142,10 @@ class CaptureManager:
                  exclude: Sequence[tuple[str, int]], on_flows: OnFlows,
                  set_captures_metadata: SetCapturesMetadata, *, root_path: str | None = None,
                  stats_update: float = 1.0, options: CaptureOptions | None = None,
-                 geometry: RingGeometry | None = None) -> None:
+                 geometry: RingGeometry | None = None,
+                 agent: AgentCaptureSettings | None = None,
+                 set_node_metadata: SetNodeMetadata | None = None,
+                 make_target: TargetFactory | None = None) -> None:
         self.graph = graph
         self.host_node_id = host_node_id
         self.settings = settings
@@ -135,6 +156,12 @@ class CaptureManager:
         self.stats_update = stats_update
         self.options = options or CaptureOptions()
         self.geometry = geometry
+        self.agent = agent or AgentCaptureSettings()
+        self.set_node_metadata = set_node_metadata
+        self.make_target = make_target
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._metadata_writes: asyncio.Queue[tuple[str, str, Any]] | None = None
+        self._metadata_writer: asyncio.Task[None] | None = None
         # node id -> capture id -> capture, in start order (the metadata list order)
         self._nodes: dict[str, dict[str, _Capture]] = {}
         self._published: dict[str, list[dict[str, Any]]] = {}  # node id -> last written list
@@ -158,6 +185,7 @@ class CaptureManager:
         entry (`State` error with the reason when it could not start)."""
         async with self._lock:
             self._ensure_refresher()
+            self._loop = asyncio.get_running_loop()
             capture_id = str(capture.get("UUID") or capture.get("ID") or "")
             current = self._nodes.get(node_id, {}).get(capture_id)
             if current is not None and current.entry["State"] == ACTIVE:
@@ -166,19 +194,21 @@ class CaptureManager:
             if node is None:  # nothing to write the entry on: only returned
                 return _entry(capture, ERROR, str(CaptureError(
                     node_id, "", "no such node in the agent's graph")))
-            live: LiveCapture | None = None
+            live: CaptureSource | None = None
             try:
                 if not capture_id:
                     raise CaptureError(node_id, node.name, "the capture has no UUID")
                 try:
+                    spec = CaptureSpec.from_json(capture, self.options)
+                except (OptionError, TypeError, ValueError) as exc:
+                    raise CaptureError(node_id, node.name, str(exc)) from exc
+                try:
                     netns = namespace_of(self.graph, self.host_node_id, node_id, self.root_path)
                 except NamespaceError as exc:
                     raise CaptureError(node_id, node.name, str(exc)) from exc
-                live = LiveCapture(capture, node_id, node.Metadata, netns, self.settings,
-                                   self.exclude, self._sink(capture_id), options=self.options,
-                                   geometry=self.geometry)
+                live = source_for(self._context(spec, node_id, node.Metadata, netns))
                 await asyncio.to_thread(live.start)
-                entry = _entry(capture, ACTIVE)
+                entry = _entry(capture, ACTIVE, extra=live.metadata())
                 log.info("capture %s started on %s (%s)", capture_id, node_id, node.name)
             except (CaptureError, OptionError) as exc:
                 live = None
@@ -215,6 +245,12 @@ class CaptureManager:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._refresher
                 self._refresher = None
+        await self.flush_metadata()
+        if self._metadata_writer is not None:
+            self._metadata_writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._metadata_writer
+            self._metadata_writer = None
 
     async def node_removed(self, node_id: str) -> None:
         """Stop the captures of a node that left the graph (nothing is published)."""
@@ -241,6 +277,7 @@ class CaptureManager:
                     if live is None:
                         continue
                     stats = live.stats()
+                    cap.entry.update(live.metadata())
                     cap.entry.update(PacketsReceived=stats.packets_received,
                                      PacketsDropped=stats.packets_dropped,
                                      PacketsIfDropped=stats.packets_if_dropped)
@@ -252,6 +289,56 @@ class CaptureManager:
             await self.start(capture, node_id)
 
     # ---- internals -----------------------------------------------------------------
+    def _context(self, spec: CaptureSpec, node_id: str, metadata: Mapping[str, Any],
+                 netns: str | None) -> SourceContext:
+        extra = {"geometry": self.geometry} if self.geometry is not None else {}
+        return SourceContext(spec, node_id, dict(metadata), netns, self.settings, self.exclude,
+                             self._sink(spec.id), agent=self.agent,
+                             set_metadata=self._metadata_setter(node_id),
+                             make_target=self.make_target, extra=extra)
+
+    def _metadata_setter(self, node_id: str) -> Callable[[str, Any], None]:
+        """A thread-safe `set_metadata` for the captures of `node_id`: writes are
+        queued to the loop and applied in order by one task."""
+        loop = self._loop
+
+        def put(key: str, value: Any) -> None:
+            if loop is None or loop.is_closed():
+                return
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._queue_metadata, node_id, key, value)
+        return put
+
+    def _queue_metadata(self, node_id: str, key: str, value: Any) -> None:
+        if self.set_node_metadata is None:
+            return
+        if self._metadata_writes is None:
+            self._metadata_writes = asyncio.Queue()
+        if self._metadata_writer is None or self._metadata_writer.done():
+            self._metadata_writer = asyncio.create_task(self._write_metadata(),
+                                                        name="capture node metadata")
+        self._metadata_writes.put_nowait((node_id, key, value))
+
+    async def _write_metadata(self) -> None:
+        queue = self._metadata_writes
+        assert queue is not None and self.set_node_metadata is not None
+        while True:
+            node_id, key, value = await queue.get()
+            try:
+                if node_id in self.graph.nodes:
+                    await self.set_node_metadata(node_id, key, value)
+            except Exception:
+                log.exception("metadata %s of node %s not written", key, node_id)
+            finally:
+                queue.task_done()
+
+    async def flush_metadata(self) -> None:
+        """Wait until the node metadata the captures asked for is written."""
+        await asyncio.sleep(0)  # writes queued from threads just before this call
+        if self._metadata_writes is not None and self._metadata_writer is not None \
+                and not self._metadata_writer.done():
+            await self._metadata_writes.join()
+
     def _sink(self, capture_id: str) -> Callable[[list[Flow]], None]:
         on_flows = self.on_flows
 
