@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import importlib
 import logging
 import os
 import socket
@@ -27,7 +28,8 @@ from typing import Any
 
 from skygraph.capture.manager import CaptureManager
 from skygraph.capture.options import CaptureOptions, TableSettings
-from skygraph.config import Config, ConfigError, NetnsSection
+from skygraph.capture.sources.base import AgentCaptureSettings, Target, TargetFactory, TargetRequest
+from skygraph.config import Config, ConfigError, NetnsSection, port_range
 from skygraph.probes import host
 from skygraph.probes.elements import Writer
 from skygraph.probes.netns.probe import NetnsProbe
@@ -157,6 +159,36 @@ def client_tls(cfg: Config) -> ClientTLS | None:
     return ClientTLS.from_files(t.ca_file, t.cert_file, t.key_file, t.server_name, key="agent.tls")
 
 
+def capture_settings(cfg: Config) -> AgentCaptureSettings:
+    c = cfg.agent.capture
+    return AgentCaptureSettings(
+        pcapsocket_bind=c.pcapsocket_bind,
+        pcapsocket_ports=port_range(c.pcapsocket_ports, "agent.capture.pcapsocket_ports"),
+        sflow_bind=c.sflow_bind, sflow_ports=port_range(c.sflow_ports, "agent.capture.sflow_ports"),
+        netflow_bind=c.netflow_bind,
+        netflow_ports=port_range(c.netflow_ports, "agent.capture.netflow_ports"),
+        ovsdb=cfg.ovs.ovsdb)
+
+
+def target_factory() -> TargetFactory | None:
+    """Capture targets (skygraph.exporters) for captures with a TargetType; None
+    while the exporters package is absent (such captures then fail, naming it)."""
+    try:
+        exporters: Any = importlib.import_module("skygraph.exporters")
+    except ImportError:
+        return None
+
+    def make(req: TargetRequest) -> Target:
+        node = exporters.TargetNode(if_index=req.if_index, name=req.name, agent_ip=req.agent_ip,
+                                    mac=req.mac)
+        target: Target = exporters.make_target(
+            req.target_type, req.target, node, header_size=req.header_size,
+            sampling_rate=req.sampling_rate, polling_interval=req.polling_interval,
+            session_id=req.session_id, link_type=req.link_type)
+        return target
+    return make
+
+
 async def run_connected(cfg: Config, stop: asyncio.Event, root_path: str | None = None,
                         ready: Callable[[Probes, AnalyzerClient], None] | None = None) -> None:
     """Probes -> graph -> analyzer (gRPC); analyzer commands -> captures -> flows."""
@@ -175,10 +207,17 @@ async def run_connected(cfg: Config, stop: asyncio.Event, root_path: str | None 
         with contextlib.suppress(NotFoundError):   # the node went meanwhile
             await graph.apply(NodePartiallyUpdated(node_id, (op,)))
 
+    async def set_node_metadata(node_id: str, key: str, value: Any) -> None:
+        op = MetadataOp(key, value) if value is not None else MetadataOp(key, delete=True)
+        with contextlib.suppress(NotFoundError):
+            await graph.apply(NodePartiallyUpdated(node_id, (op,)))
+
     manager = CaptureManager(
         graph, probes.host_node, table_settings(cfg), _exclude(cfg.analyzers), on_flows,
         set_captures, root_path=root_path, stats_update=cfg.agent.capture.stats_update,
-        options=CaptureOptions(layer_key_mode=cfg.flow.default_layer_key_mode))
+        options=CaptureOptions(layer_key_mode=cfg.flow.default_layer_key_mode),
+        agent=capture_settings(cfg), set_node_metadata=set_node_metadata,
+        make_target=target_factory())
 
     async def on_command(cmd: Command) -> None:
         if isinstance(cmd, StartCapture):

@@ -136,6 +136,13 @@ class TopologySection:
 @dataclass(frozen=True)
 class CaptureSection:
     stats_update: float = 1.0        # seconds between capture counter refreshes
+    # Listeners of the capture types (Skydive's agent.flow.* defaults); ranges "min-max".
+    pcapsocket_bind: str = "127.0.0.1"
+    pcapsocket_ports: str = "8100-8132"
+    sflow_bind: str = "127.0.0.1"    # local sFlow collectors of ovssflow captures
+    sflow_ports: str = "6345-6355"
+    netflow_bind: str = "127.0.0.1"  # local NetFlow collectors of ovsnetflow captures
+    netflow_ports: str = "6365-6375"
 
 
 @dataclass(frozen=True)
@@ -221,9 +228,23 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
     if (agent_tls.cert_file or agent_tls.server_name) and not agent_tls.ca_file:
         raise ConfigError("agent.tls: ca_file is needed to talk TLS to the analyzer "
                           "(cert_file/key_file/server_name set without it)")
+    for name in ("pcapsocket_ports", "sflow_ports", "netflow_ports"):
+        port_range(getattr(cfg.agent.capture, name), f"agent.capture.{name}")
     env = os.environ if env is None else env
     return override(cfg, **{k: env.get(f"SKYGRAPH_GRAPH_{k.upper()}")
                             for k in ("uri", "user", "password", "database")})
+
+
+def port_range(value: str, key: str) -> tuple[int, int]:
+    """A "min-max" port range (a single port is a range of one)."""
+    low, _, high = value.partition("-")
+    try:
+        first, last = int(low), int(high or low)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a port range like 8100-8132, got {value!r}") from None
+    if not 0 < first <= last < 65536:
+        raise ConfigError(f"{key}: {value!r} is not a range of ports (1..65535, min <= max)")
+    return first, last
 
 
 def override(cfg: Config, uri: str | None = None, user: str | None = None,
