@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from skygraph.capture.sources import afpacket
+from skygraph.capture.sources import afpacket, pcap
 from skygraph.capture.sources.base import CaptureSource, SourceContext, SourceFactory
 
 FACTORIES: dict[str, SourceFactory] = {
     "afpacket": afpacket.make,
+    "pcap": pcap.make,
 }
 
 

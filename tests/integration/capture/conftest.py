@@ -9,13 +9,20 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from skygraph.capture.options import TableSettings
+from skygraph.capture.sources import source_for
+from skygraph.capture.sources.base import CaptureSource, CaptureSpec, SourceContext
+from skygraph.topology.flow import Flow
 from skygraph.topology.netns import run_in
 from tests.conftest import RUN_ID
 
@@ -110,6 +117,58 @@ class VethPair:
         for path in reversed(self.made):
             sh(f"umount {path}", check=False)
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+class Collector:
+    """A sink: flows by batch, as the reader thread hands them over."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Flow]] = []
+        self.threads: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, flows: list[Flow]) -> None:
+        with self._lock:
+            self.batches.append(flows)
+            self.threads.add(threading.current_thread().name)
+
+    def flows(self) -> list[Flow]:
+        with self._lock:
+            return [f for b in self.batches for f in b]
+
+    def latest(self) -> dict[str, Flow]:
+        """The last version of every flow, by UUID."""
+        return {f.uuid: f for f in self.flows()}
+
+    def wait(self, pred: Callable[[dict[str, Flow]], bool], timeout: float = 10) -> dict[str, Flow]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            latest = self.latest()
+            if pred(latest):
+                return latest
+            time.sleep(0.05)
+        raise AssertionError(f"flows never matched: {[f.to_json() for f in self.latest().values()]}")
+
+
+def context(spec: dict[str, Any], meta: dict[str, Any], netns: str | None, sink: Collector,
+            settings: TableSettings | None = None, **kwargs: Any) -> SourceContext:
+    """A capture context as the manager builds it (capture id `cap-1`, node `node-1`)."""
+    return SourceContext(CaptureSpec.from_json({"UUID": "cap-1", **spec}), "node-1", meta, netns,
+                         settings or TableSettings(update=1, expire=600),
+                         kwargs.pop("exclude", []), sink, **kwargs)
+
+
+@contextmanager
+def running(spec: dict[str, Any], meta: dict[str, Any], netns: str | None,
+            **kwargs: Any) -> Iterator[tuple[CaptureSource, Collector]]:
+    """A started capture source of `spec["Type"]` and its flow collector; stopped at exit."""
+    sink = Collector()
+    source = source_for(context(spec, meta, netns, sink, **kwargs))
+    source.start()
+    try:
+        yield source, sink
+    finally:
+        source.stop()
 
 
 @pytest.fixture

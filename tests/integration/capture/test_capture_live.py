@@ -6,9 +6,8 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,42 +20,11 @@ from skygraph.capture.live import NODE_DOWN, CaptureError, LiveCapture
 from skygraph.capture.options import TableSettings
 from skygraph.topology.flow import Flow, ICMPType
 from skygraph.topology.netns import run_in
-from tests.integration.capture.conftest import VethPair, sh
+from tests.integration.capture.conftest import Collector, VethPair, sh
 
 pytestmark = pytest.mark.root
 
 SETTINGS = TableSettings(update=1, expire=600)
-
-
-class Collector:
-    """A sink: flows by batch, as the reader thread hands them over."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[Flow]] = []
-        self.threads: set[str] = set()
-        self._lock = threading.Lock()
-
-    def __call__(self, flows: list[Flow]) -> None:
-        with self._lock:
-            self.batches.append(flows)
-            self.threads.add(threading.current_thread().name)
-
-    def flows(self) -> list[Flow]:
-        with self._lock:
-            return [f for b in self.batches for f in b]
-
-    def latest(self) -> dict[str, Flow]:
-        """The last version of every flow, by UUID."""
-        return {f.uuid: f for f in self.flows()}
-
-    def wait(self, pred: Callable[[dict[str, Flow]], bool], timeout: float = 10) -> dict[str, Flow]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            latest = self.latest()
-            if pred(latest):
-                return latest
-            time.sleep(0.05)
-        raise AssertionError(f"flows never matched: {[f.to_json() for f in self.latest().values()]}")
 
 
 @contextmanager
