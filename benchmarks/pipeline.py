@@ -1,0 +1,592 @@
+"""Live pipeline benchmark: tcpreplay at top speed into a veth, captured by a
+real `skygraph agent` (afpacket) feeding a `skygraph analyzer`, against
+`tcpdump -w /dev/null` on the same veth as the reference receiver.
+
+Builds two namespaces joined by a veth (sender `tx0`, receiver `rx0`; names
+carry a per-run prefix and are removed at the end), generates a deterministic
+pcap with benchmarks/flowtable.py's generator (default 500,000 packets, 5,000
+flows: TCP sessions, UDP, ICMP echo, 10 % of the flows inside VXLAN), starts
+`skygraph analyzer` (embedded graph, temporary data directory) and `skygraph
+agent` (the receiving namespace reported as its host, flow.update 1 s (--update),
+capture counters every 0.5 s), then alternates, `--runs` times each:
+
+- tcpdump: `tcpdump -i rx0 -n -w /dev/null` in the receiving namespace while
+  `tcpreplay --topspeed --preload-pcap --loop N` replays the pcap from the
+  sender namespace; its "captured / received by filter / dropped by kernel"
+  lines, its CPU time and peak RSS (wait4 rusage);
+- skygraph: a capture on rx0 created with REST `POST /api/capture`, the same
+  replay; the capture's `Captures` counters on the rx0 node read through
+  Gremlin (PacketsReceived, PacketsDropped: the kernel's ring statistics),
+  the agent's CPU (utime+stime from /proc/<pid>/stat over the replay) and
+  memory (VmRSS, VmHWM), the analyzer's CPU (with its graph server), the time
+  until the packets of the outer flows of this capture in the graph add up to
+  what the ring accepted ("settle"), then `--markers` latency samples, then
+  `DELETE /api/capture/<id>`.
+
+Received rate = packets that reached the receiver (kernel-received minus
+kernel-dropped) / the replay's duration as tcpreplay reports it.  Lost on
+the veth (sender's TX drops, e.g. a full backlog) is reported apart: neither
+receiver saw those.
+
+Latency: after the load has settled, one UDP packet of a new flow is
+replayed; the agent sends it on its next flow update tick, stamped with that
+tick's wall-clock time (`LastUpdateMetric.Last`, ms); the script polls
+`G.Flows().Has('Network.A', ip)` every 10 ms and takes the first time it
+answers.  "tick->graph" = seen - LastUpdateMetric.Last (agent table tick ->
+gRPC -> analyzer flow sink -> graph write -> Gremlin read; same host clock;
+10 ms polling resolution plus one query), "send->graph" = seen - send time
+(adds the wait for the tick, 0..1 s).
+
+Targets (issue 7): no kernel drops at the sender's top speed, and a received
+rate >= 0.9 x tcpdump's (medians).  `--raw-runs` adds captures with
+`RawPacketLimit` set (kept per flow: the batch fast path cannot be used), as
+separate, labelled lines outside the verdict.
+
+    .venv/bin/python benchmarks/pipeline.py [--packets N] [--flows N] [--loops N]
+        [--runs N] [--markers N] [--raw-runs N] [--keep DIR] [--strict]
+
+Needs root, tcpreplay and tcpdump (scripts/install.sh).  Exit status 0 when
+the measurement ran (PASS or FAIL printed); with --strict, 3 on FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+_spec = importlib.util.spec_from_file_location("bench_flowtable", HERE / "flowtable.py")
+assert _spec is not None and _spec.loader is not None
+bench_flowtable = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_flowtable)
+
+SKYGRAPH = [sys.executable, "-m", "skygraph.cli"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+RX, TX = "rx0", "tx0"
+MIN_RATIO = 0.9
+
+
+# ---------------------------------------------------------------- plumbing
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def checkout() -> str:
+    """The measured code: the commit of REPO, marked when skygraph/ has local changes."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "skygraph"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"{REPO} (not a git checkout)"
+    return f"{REPO} at {head}" + (" with uncommitted changes in skygraph/" if dirty else "")
+
+
+def sh(*cmd: str, ns: str | None = None, check: bool = True) -> str:
+    full = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
+    out = subprocess.run(full, capture_output=True, text=True, timeout=120, check=False)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(full)}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0,
+             every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise RuntimeError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """cpu_seconds of `pid` and its live descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+        todo.extend(children.get(p, []))
+    return total
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in kB."""
+    values = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values["VmRSS"], values["VmHWM"]
+
+
+def write_marker(path: Path, ip: bytes, sport: int) -> None:
+    """A one-packet pcap: UDP from `ip`:`sport` to 10.251.0.1:7777."""
+    ft = bench_flowtable
+    body = ft.UDP.pack(sport, 7777, 8 + 18, 0) + bytes(18)
+    frame = ft.ETH.pack(b"\x02\xee\0\0\0\2", b"\x02\xee\0\0\0\1", 0x0800) + \
+        ft._ipv4(ip, b"\x0a\xfb\x00\x01", 17, body)
+    now = time.time_ns() // 1000
+    path.write_bytes(ft.PCAP_HEADER + ft.RECORD.pack(now // 1_000_000, now % 1_000_000,
+                                                     len(frame), len(frame)) + frame)
+
+
+# ---------------------------------------------------------------- the lab
+@dataclass
+class Lab:
+    prefix: str
+    base: Path
+
+    @property
+    def sender(self) -> str:
+        return f"{self.prefix}s"
+
+    @property
+    def receiver(self) -> str:
+        return f"{self.prefix}h"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.base / "netns"
+
+    def up(self) -> None:
+        self.run_dir.mkdir(parents=True)  # the agent's (empty) namespace directory
+        sh("ip", "netns", "add", self.sender)
+        sh("ip", "netns", "add", self.receiver)
+        a, b = f"{self.prefix}a", f"{self.prefix}b"
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", a, "netns", self.sender, "name", TX)
+        sh("ip", "link", "set", b, "netns", self.receiver, "name", RX)
+        for ns, dev in ((self.sender, TX), (self.receiver, RX)):
+            # no IPv6 neighbour discovery: only the replayed packets on the wire
+            sh("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", ns=ns)
+            sh("ip", "link", "set", dev, "up", ns=ns)
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+
+    def down(self) -> None:
+        for ns in (self.sender, self.receiver):
+            sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def lost(self) -> int:
+        """Packets dropped so far between tx0 and rx0 (veth TX drops, rx0 RX drops)."""
+        def stats(ns: str, dev: str) -> Any:
+            return json.loads(sh("ip", "-s", "-j", "link", "show", dev, ns=ns))[0]["stats64"]
+        rx, tx = stats(self.receiver, RX), stats(self.sender, TX)
+        return int(tx["tx"]["dropped"] + rx["rx"]["dropped"])
+
+
+@contextmanager
+def lab(prefix: str) -> Iterator[Lab]:
+    the_lab = Lab(prefix, Path(f"/run/{prefix}-bench"))
+    the_lab.down()
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@dataclass
+class Replay:
+    sent: int
+    failed: int
+    seconds: float
+
+    @property
+    def pps(self) -> float:
+        return self.sent / self.seconds
+
+
+def replay(the_lab: Lab, pcap: Path, loops: int) -> Replay:
+    out = sh("tcpreplay", "-i", TX, "--topspeed", "--preload-pcap", f"--loop={loops}",
+             str(pcap), ns=the_lab.sender)
+    m = re.search(r"Actual: (\d+) packets \(\d+ bytes\) sent in ([\d.]+) seconds", out)
+    failed = re.search(r"Failed packets:\s+(\d+)", out)
+    if m is None or failed is None:
+        raise RuntimeError(f"tcpreplay: unexpected output:\n{out}")
+    return Replay(int(m.group(1)), int(failed.group(1)), float(m.group(2)))
+
+
+# ---------------------------------------------------------------- skygraph processes
+class Analyzer:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            raw = r.read()
+        return json.loads(raw) if raw else None
+
+    def gremlin(self, query: str) -> Any:
+        return self.request("POST", "/api/topology", {"GremlinQuery": query})
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGRAPH_")}
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ---------------------------------------------------------------- measurements
+@dataclass
+class Run:
+    kind: str
+    replay: Replay
+    received: int          # kernel: passed the socket filter (drops included)
+    dropped: int           # kernel: ring/buffer full
+    veth_lost: int         # dropped between tx0 and rx0 (nobody saw them)
+    cpu: float             # receiver CPU seconds during the run
+    rss_kb: int            # receiver RSS (tcpdump: peak; agent: VmRSS after the run)
+    hwm_kb: int = 0        # agent VmHWM after the run
+    analyzer_cpu: float = 0.0
+    settle: float | None = None  # s after the replay until the graph has every packet
+    in_graph: int = 0      # packets of this capture's outer flows in the graph
+    latency: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> int:
+        return self.received - self.dropped
+
+    @property
+    def pps(self) -> float:
+        return self.delivered / self.replay.seconds
+
+
+def tcpdump_run(the_lab: Lab, pcap: Path, loops: int) -> Run:
+    proc = subprocess.Popen(["ip", "netns", "exec", the_lab.receiver, "tcpdump", "-i", RX, "-n",
+                             "-w", "/dev/null"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"tcpdump: {line.strip()}")
+        lost0 = the_lab.lost()
+        rep = replay(the_lab, pcap, loops)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err = proc.stderr.read()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+    numbers = {k: int(n) for n, k in re.findall(
+        r"(\d+) packets? (captured|received by filter|dropped by kernel)", err)}
+    if len(numbers) != 3:
+        raise RuntimeError(f"tcpdump: unexpected output:\n{err}")
+    lost1 = the_lab.lost()
+    return Run("tcpdump", rep, numbers["received by filter"], numbers["dropped by kernel"],
+               lost1 - lost0, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+
+
+def capture_entry(api: Analyzer, capture_id: str) -> dict[str, Any] | None:
+    for node in api.gremlin(f"G.V().Has('Name', '{RX}')") or []:
+        for entry in node["Metadata"].get("Captures") or []:
+            if entry["ID"] == capture_id:
+                return dict(entry)
+    return None
+
+
+def outer_packets(api: Analyzer, capture_id: str) -> int:
+    """Packets counted by this capture's outermost flows (VXLAN inner flows left out)."""
+    base = f"G.Flows().Has('CaptureID', '{capture_id}').Has('ParentUUID', '')"
+    return sum(int(api.gremlin(f"{base}.Sum('Metric.{k}')") or 0)
+               for k in ("ABPackets", "BAPackets"))
+
+
+def latency_sample(api: Analyzer, the_lab: Lab, work: Path, ip: str, sport: int
+                   ) -> tuple[float, float]:
+    """(tick->graph, send->graph) in ms for one new UDP flow from `ip`."""
+    marker = work / "marker.pcap"
+    write_marker(marker, bytes(int(x) for x in ip.split(".")), sport)
+    query = f"G.Flows().Has('Network.A', '{ip}')"
+    sent = time.time()
+    sh("tcpreplay", "-i", TX, str(marker), ns=the_lab.sender)
+    found: list[Any] = []
+    deadline = time.monotonic() + 30
+    while not found and time.monotonic() < deadline:
+        found = api.gremlin(query) or []
+        seen = time.time()
+        if not found:
+            time.sleep(0.01)
+    if not found:
+        raise RuntimeError(f"marker flow from {ip} never reached the graph")
+    tick_ms = found[0]["LastUpdateMetric"]["Last"]
+    return seen * 1000 - tick_ms, (seen - sent) * 1000
+
+
+def skygraph_run(api: Analyzer, agent: int, analyzer: int, the_lab: Lab, pcap: Path,
+                 loops: int, work: Path, markers: int, run_no: int, raw: int = 0) -> Run:
+    spec: dict[str, Any] = {"GremlinQuery": f"G.V().Has('Name', '{RX}')",
+                            "Name": f"bench-{run_no}"}
+    if raw:
+        spec["RawPacketLimit"] = raw
+    capture_id = api.request("POST", "/api/capture", spec)["UUID"]
+    try:
+        entry = wait_for("the capture active on rx0",
+                         lambda: (e := capture_entry(api, capture_id)) and e["State"] == "active"
+                         and e, every=0.1)
+        received0, dropped0 = entry["PacketsReceived"], entry["PacketsDropped"]
+        lost0 = the_lab.lost()
+        cpu0, acpu0 = cpu_seconds(agent), tree_cpu_seconds(analyzer)
+        rep = replay(the_lab, pcap, loops)
+        end = time.monotonic()
+        cpu1, acpu1 = cpu_seconds(agent), tree_cpu_seconds(analyzer)
+        rss, hwm = memory_kb(agent)
+        lost1 = the_lab.lost()
+
+        # The kernel counters stop moving once the sender is done and reach the graph
+        # every stats_update (0.5 s); the flows arrive on the update ticks (1 s).
+        settle: float | None = None
+        history: list[tuple[int, int]] = []
+        in_graph = 0
+        deadline = end + 120
+        while time.monotonic() < deadline:
+            e = capture_entry(api, capture_id) or {}
+            history.append((e.get("PacketsReceived", -1), e.get("PacketsDropped", -1)))
+            in_graph = outer_packets(api, capture_id)
+            delivered = (history[-1][0] - received0) - (history[-1][1] - dropped0)
+            if settle is None and in_graph >= delivered:
+                settle = time.monotonic() - end
+            if settle is not None and len(history) >= 3 and \
+                    history[-1] == history[-2] == history[-3]:
+                break
+            time.sleep(0.25)
+        received, dropped = history[-1][0] - received0, history[-1][1] - dropped0
+        if in_graph < received - dropped:
+            settle = None
+        run = Run("skygraph" + (f" RawPacketLimit={raw}" if raw else ""), rep, received,
+                  dropped, lost1 - lost0, cpu1 - cpu0, rss, hwm, acpu1 - acpu0, settle,
+                  in_graph)
+        for i in range(markers):
+            run.latency.append(latency_sample(api, the_lab, work, f"10.250.{run_no}.{i + 1}",
+                                              40000 + i))
+        return run
+    finally:
+        api.request("DELETE", f"/api/capture/{capture_id}")
+        wait_for("the capture gone from rx0", lambda: capture_entry(api, capture_id) is None)
+
+
+# ---------------------------------------------------------------- report
+def fmt_row(r: Run) -> str:
+    settle = "-" if r.kind == "tcpdump" else (
+        "never" if r.settle is None else f"{r.settle:.1f}")
+    graph = "-" if r.kind == "tcpdump" else f"{r.in_graph / max(r.delivered, 1):.1%}"
+    mem = f"{r.rss_kb / 1024:.0f}" + ("" if r.kind == "tcpdump" else f"/{r.hwm_kb / 1024:.0f}")
+    acpu = "-" if r.kind == "tcpdump" else f"{r.analyzer_cpu:.1f}"
+    return (f"{r.kind:<28} {r.replay.sent:>9} {r.replay.seconds:>6.2f} {r.replay.pps / 1e3:>7.0f}k "
+            f"{r.veth_lost:>6} {r.received:>9} {r.dropped:>7} {r.pps / 1e3:>7.0f}k "
+            f"{r.cpu:>6.2f} {100 * r.cpu / r.replay.seconds:>5.0f}% {mem:>9} {acpu:>6} "
+            f"{settle:>6} {graph:>6}")
+
+
+HEADER = (f"{'receiver':<28} {'sent':>9} {'secs':>6} {'sent/s':>8} {'veth':>6} "
+          f"{'received':>9} {'dropped':>7} {'recv/s':>8} {'CPU s':>6} {'CPU':>6} "
+          f"{'RSS MB':>9} {'an.CPU':>6} {'settle':>6} {'graph':>6}")
+LEGEND = """\
+sent/secs: tcpreplay's count and duration; veth: lost between tx0 and rx0 (nobody saw
+them); received/dropped: kernel counters of the receiver's socket (tcpdump: "received by
+filter"/"dropped by kernel"; skygraph: the capture's PacketsReceived/PacketsDropped);
+recv/s = (received - dropped) / secs; CPU: receiver's CPU over the replay (tcpdump: its
+whole life), % of one core; RSS: tcpdump peak, agent VmRSS/VmHWM; an.CPU: analyzer and its
+graph server during the replay; settle: s after the replay until the capture's outer flows
+in the graph hold every delivered packet; graph: those packets / delivered."""
+
+
+def summary(label: str, xs: list[float]) -> str:
+    return (f"{label}: min {min(xs):.0f}  median {statistics.median(xs):.0f}  "
+            f"max {max(xs):.0f} ms  (n={len(xs)})")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--packets", type=int, default=500_000, help="packets in the pcap")
+    ap.add_argument("--flows", type=int, default=5_000, help="flows in the pcap")
+    ap.add_argument("--loops", type=int, default=5, help="tcpreplay --loop per run")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each receiver")
+    ap.add_argument("--markers", type=int, default=5, help="latency samples per skygraph run")
+    ap.add_argument("--update", type=int, default=1, help="the agent's flow.update (s)")
+    ap.add_argument("--raw-runs", type=int, default=1,
+                    help="extra skygraph runs with RawPacketLimit (0: none)")
+    ap.add_argument("--keep", type=Path, default=None, help="directory to keep pcap and logs in")
+    ap.add_argument("--strict", action="store_true", help="exit with status 3 on FAIL")
+    args = ap.parse_args()
+    for tool in ("tcpreplay", "tcpdump", "ip"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found (bash scripts/install.sh installs it)")
+            return 1
+    if os.geteuid() != 0:
+        print("needs root (network namespaces, raw sockets)")
+        return 1
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="skygraph-bench-pipeline-"))
+    work.mkdir(parents=True, exist_ok=True)
+    pcap = work / f"pipeline-{args.packets}-{args.flows}.pcap"
+    if not pcap.exists():
+        t = time.perf_counter()
+        bench_flowtable.generate(pcap, args.packets, args.flows)
+        print(f"generated {pcap} ({pcap.stat().st_size / 1e6:.0f} MB) "
+              f"in {time.perf_counter() - t:.1f} s")
+    prefix = f"sgb{os.getpid() % 100000}"
+    listen, rpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    data = Path(tempfile.mkdtemp(prefix=f"{prefix}-data-"))
+    cfg = work / "pipeline.yml"
+    cfg.write_text(f"analyzers: [{rpc}]\n"
+                   f"analyzer:\n  listen: {listen}\n  rpc:\n    listen: {rpc}\n"
+                   f"graph:\n  embedded:\n    data_dir: {data}\n    bolt_port: {free_port()}\n"
+                   f"    http_port: {free_port()}\n    heap: 1g\n"
+                   f"flow:\n  update: {args.update}\n  expire: 600\n"
+                   f"agent:\n  capture:\n    stats_update: 0.5\n  topology:\n    probes: []\n"
+                   f"logging:\n  level: WARNING\n")
+    procs: list[subprocess.Popen[bytes]] = []
+    runs: list[Run] = []
+    try:
+        with lab(prefix) as the_lab:
+            analyzer = start([*SKYGRAPH, "-c", str(cfg), "analyzer"], work / "analyzer.log")
+            procs.append(analyzer)
+            api = Analyzer(f"http://{listen}")
+            wait_for("the analyzer", lambda: analyzer.poll() is not None or api.healthy(),
+                     timeout=180, every=0.3)
+            if analyzer.poll() is not None:
+                raise RuntimeError(f"the analyzer exited; see {work / 'analyzer.log'}")
+            agent = start([*SKYGRAPH, "-c", str(cfg), "agent", "--host-id", f"{prefix}-bench",
+                           "--host-netns", f"/var/run/netns/{the_lab.receiver}",
+                           "--netns-run-path", str(the_lab.run_dir), "--no-ovs"],
+                          work / "agent.log")
+            procs.insert(0, agent)
+            wait_for("rx0 in the graph", lambda: api.gremlin(f"G.V().Has('Name', '{RX}')"),
+                     timeout=60)
+            rss, _ = memory_kb(agent.pid)
+            print(f"measuring {checkout()}")
+            print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+            print(f"{os.cpu_count()} CPUs; flow.update {args.update} s; pcap {args.packets} "
+                  f"packets x {args.loops} loops, {args.flows} flows; agent pid {agent.pid} "
+                  f"(idle RSS {rss / 1024:.0f} MB), analyzer pid {analyzer.pid}\n")
+            print(HEADER)
+            for n in range(1, args.runs + 1):
+                for kind in ("tcpdump", "skygraph"):
+                    if kind == "tcpdump":
+                        run = tcpdump_run(the_lab, pcap, args.loops)
+                    else:
+                        run = skygraph_run(api, agent.pid, analyzer.pid, the_lab, pcap,
+                                           args.loops, work, args.markers, n)
+                    runs.append(run)
+                    print(fmt_row(run), flush=True)
+                    time.sleep(1)
+            for n in range(args.raw_runs):
+                run = skygraph_run(api, agent.pid, analyzer.pid, the_lab, pcap, args.loops,
+                                   work, 0, 100 + n, raw=10)
+                runs.append(run)
+                print(fmt_row(run), flush=True)
+                time.sleep(1)
+    finally:
+        for proc in procs:
+            terminate(proc)
+        shutil.rmtree(data, ignore_errors=True)
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print("load average after: {:.2f} {:.2f} {:.2f} (other work on the machine skews all "
+          "figures)".format(*os.getloadavg()))
+    print("\n" + LEGEND + "\n")
+    td = [r for r in runs if r.kind == "tcpdump"]
+    sg = [r for r in runs if r.kind == "skygraph"]
+    raw = [r for r in runs if r.kind.startswith("skygraph ")]
+    td_pps = statistics.median(r.pps for r in td)
+    sg_pps = statistics.median(r.pps for r in sg)
+    sent_pps = statistics.median(r.replay.pps for r in sg)
+    ratio = sg_pps / td_pps
+    drops = sum(r.dropped for r in sg)
+    print(f"median received: tcpdump {td_pps / 1e3:.0f}k pkt/s, skygraph {sg_pps / 1e3:.0f}k "
+          f"pkt/s (sender {sent_pps / 1e3:.0f}k pkt/s in the skygraph runs); "
+          f"ratio skygraph/tcpdump {ratio:.2f}")
+    for r in raw:
+        print(f"{r.kind}: {r.pps / 1e3:.0f}k pkt/s received, {r.dropped} dropped "
+              f"({r.dropped / max(r.received, 1):.1%}) — ratio to tcpdump {r.pps / td_pps:.2f}")
+    print(f"agent CPU {statistics.median(r.cpu / r.replay.seconds for r in sg):.0%} of a core "
+          f"(median), peak RSS {max(r.hwm_kb for r in sg) / 1024:.0f} MB; tcpdump CPU "
+          f"{statistics.median(r.cpu / r.replay.seconds for r in td):.0%}, peak RSS "
+          f"{max(r.rss_kb for r in td) / 1024:.0f} MB")
+    samples = [s for r in sg for s in r.latency]
+    if samples:
+        print("flow update latency, " + summary("tick->graph", [s[0] for s in samples]))
+        print("flow update latency, " + summary("send->graph", [s[1] for s in samples]))
+    no_drops = drops == 0
+    fast_enough = ratio >= MIN_RATIO
+    print(f"\nno kernel drops at top speed: {'PASS' if no_drops else 'FAIL'} "
+          f"({drops} dropped over {len(sg)} runs)")
+    print(f"received >= {MIN_RATIO} x tcpdump: {'PASS' if fast_enough else 'FAIL'} "
+          f"({ratio:.2f})")
+    return 3 if args.strict and not (no_drops and fast_enough) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
