@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from skygraph.capture.sources import afpacket, pcap
+from skygraph.capture import ebpf
+from skygraph.capture.sources import afpacket, pcap, pcapsocket
 from skygraph.capture.sources.base import CaptureSource, SourceContext, SourceFactory
 
 FACTORIES: dict[str, SourceFactory] = {
     "afpacket": afpacket.make,
+    "ebpf": ebpf.make,
     "pcap": pcap.make,
+    "pcapsocket": pcapsocket.make,
 }
 
 
