@@ -283,7 +283,8 @@ class FastPath:
         exact[fidx[ofirst[new_o]]] = True
         exact[vidx[ifirst[new_i]]] = True
         # Per packet: the columns of the flow's own headers (inner for VXLAN).
-        own_flags = np.where(p.is_tcp, p.flags, 0)
+        outer_flags = np.where(p.is_tcp, p.flags, 0)
+        own_flags = outer_flags.copy()
         own_flags[vidx] = np.where(inner.is_tcp[vsel], inner.flags[vsel], 0)
         own_type = _merge(p.icmp_type, inner.icmp_type, vsel, is_vx, n)
         own_icmp = (p.is_icmp & plain) | _scatter(inner.is_icmp[vsel], vidx, n)
@@ -322,7 +323,7 @@ class FastPath:
         aidx = np.nonzero(agg)[0]
         if len(aidx):
             self._apply(aidx, group_of[aidx], o_states, p.src_mac if l2 else p.src_ip, ts,
-                        orig, l2, last_exact, touches, 0)
+                        orig, outer_flags, l2, last_exact, touches, 0)
             vpos = np.nonzero(agg[vidx])[0]
             if len(vpos):
                 src = inner.src_mac if l2 else inner.src_ip
@@ -330,7 +331,7 @@ class FastPath:
                 full_src[vidx] = src[vsel]
                 vagg = vidx[vpos]
                 self._apply(vagg, inner_of[vagg], i_states, full_src, ts,
-                            orig - VXLAN_HEADERS, l2, last_exact, touches, 1)
+                            orig - VXLAN_HEADERS, own_flags, l2, last_exact, touches, 1)
             table.packets += len(aidx)
             self.batched += len(aidx)
         # Least recently used order as if every packet had been fed one by one.
@@ -398,7 +399,7 @@ class FastPath:
                 keys[i_ids[ig] + states[0].flow.uuid.encode()] = states[1].key
 
     def _apply(self, idx: Array, groups: Array, states: list[FlowState | None], src: Array,
-               ts: Array, size: Array, l2: bool, last_exact: dict[int, int],
+               ts: Array, size: Array, flags: Array, l2: bool, last_exact: dict[int, int],
                touches: dict[int, tuple[tuple[int, int], FlowState]], depth: int) -> None:
         ngroups = len(states)
         a_val = np.array([-1 if st is None else st.a_num for st in states],
@@ -411,12 +412,17 @@ class FastPath:
         totb = np.bincount(groups, weights=sizes, minlength=ngroups).astype(np.int64)
         last_idx = np.full(ngroups, -1, dtype=np.int64)
         np.maximum.at(last_idx, groups, idx)
+        own = flags[idx].astype(np.int64) & 0xFF
+        ab_tcp = np.zeros(ngroups, dtype=np.int64)
+        np.bitwise_or.at(ab_tcp, groups, np.where(ab, own, 0))
+        ba_tcp = np.zeros(ngroups, dtype=np.int64)
+        np.bitwise_or.at(ba_tcp, groups, np.where(ab, 0, own))
         touched = np.nonzero(tot)[0]
         last_ms = (ts[last_idx[touched]] // 1_000_000).tolist()
-        for g, pk, by, t, tb, li, ms in zip(touched.tolist(), abp[touched].tolist(),
-                                            abb[touched].tolist(), tot[touched].tolist(),
-                                            totb[touched].tolist(), last_idx[touched].tolist(),
-                                            last_ms, strict=True):
+        for g, pk, by, t, tb, li, ms, abf, baf in zip(
+                touched.tolist(), abp[touched].tolist(), abb[touched].tolist(),
+                tot[touched].tolist(), totb[touched].tolist(), last_idx[touched].tolist(),
+                last_ms, ab_tcp[touched].tolist(), ba_tcp[touched].tolist(), strict=True):
             st = states[g]
             assert st is not None
             m = st.flow.metric
@@ -424,6 +430,8 @@ class FastPath:
             m.ab_bytes += by
             m.ba_packets += t - pk
             m.ba_bytes += tb - by
+            st.flow.ab_tcp_flags |= abf
+            st.flow.ba_tcp_flags |= baf
             sid = id(st)
             if li > last_exact.get(sid, -1):
                 st.flow.last = m.last = ms

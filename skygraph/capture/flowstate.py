@@ -194,10 +194,15 @@ def echo_rtt(st: FlowState, icmp_type: int, ts_ns: int) -> None:
 
 def tcp_flags(st: FlowState, flags: int, ab: bool, ts_ns: int, ttl: int,
               opts: CaptureOptions) -> None:
-    """What SYN/FIN/RST do to a flow: RTT, FinishType (§3 fix 7), TCPMetric times."""
+    """What SYN/FIN/RST do to a flow: RTT, FinishType (§3 fix 7), TCPMetric times;
+    every packet's flags are ORed into `Flow.ab_tcp_flags` / `ba_tcp_flags`."""
+    f = st.flow
+    if ab:
+        f.ab_tcp_flags |= flags & 0xFF
+    else:
+        f.ba_tcp_flags |= flags & 0xFF
     if not flags & (TCP_SYN | TCP_FIN | TCP_RST):
         return
-    f = st.flow
     now = ts_ns // 1_000_000
     if flags & TCP_SYN and not flags & TCP_ACK:
         if st.rtt_start == 0:

@@ -261,6 +261,10 @@ class Flow:
     last_raw_packets: tuple[RawPacket, ...] = ()
     raw_packets_captured: int = 0
     finish_type: FinishType = FinishType.NOT_FINISHED
+    # OR of the TCP flags (low 8 bits) of the packets A->B and B->A: NetFlow's
+    # tcp_flags (SPEC §3 fix 3).  Not part of Skydive's flow JSON.
+    ab_tcp_flags: int = 0
+    ba_tcp_flags: int = 0
 
     def to_json(self) -> dict[str, JSONValue]:
         """Skydive's flow JSON (keys in flow.proto order)."""
