@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from skygraph.capture import ebpf
-from skygraph.capture.sources import afpacket, pcap, pcapsocket
+from skygraph.capture.sources import afpacket, ebpf, pcap, pcapsocket
 from skygraph.capture.sources.base import CaptureSource, SourceContext, SourceFactory
 
 FACTORIES: dict[str, SourceFactory] = {
