@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from skygraph.capture.injector import InjectionManager
 from skygraph.capture.manager import CaptureManager
 from skygraph.capture.options import CaptureOptions, TableSettings
 from skygraph.capture.sources.base import AgentCaptureSettings, Target, TargetFactory, TargetRequest
@@ -36,7 +37,7 @@ from skygraph.probes.netns.probe import NetnsProbe
 from skygraph.probes.ovs.probe import OvsProbe
 from skygraph.process import batch_writer, graph_connection, stop_on_signals
 from skygraph.rpc.client import AnalyzerClient
-from skygraph.rpc.model import CaptureStats, Command, StartCapture
+from skygraph.rpc.model import CaptureStats, Command, InjectPacket, StartCapture, StopCapture, StopInjection
 from skygraph.rpc.tls import ClientTLS
 from skygraph.topology.bus import EventBus
 from skygraph.topology.errors import NotFoundError
@@ -219,13 +220,23 @@ async def run_connected(cfg: Config, stop: asyncio.Event, root_path: str | None 
         agent=capture_settings(cfg), set_node_metadata=set_node_metadata,
         make_target=target_factory())
 
+    async def set_injections(node_id: str, entries: list[dict[str, Any]]) -> None:
+        await set_node_metadata(node_id, "PacketInjections", entries or None)
+
+    injector = InjectionManager(graph, probes.host_node, set_injections, root_path=root_path)
+
     async def on_command(cmd: Command) -> None:
-        if isinstance(cmd, StartCapture):
-            entry = await manager.start(dict(cmd.capture), cmd.node_id)
-            log.info("capture %s on node %s: %s %s", cmd.capture_id, cmd.node_id,
-                     entry.get("State"), entry.get("Error", ""))
-        else:
-            await manager.stop(cmd.capture_id, cmd.node_id)
+        match cmd:
+            case StartCapture():
+                entry = await manager.start(dict(cmd.capture), cmd.node_id)
+                log.info("capture %s on node %s: %s %s", cmd.capture_id, cmd.node_id,
+                         entry.get("State"), entry.get("Error", ""))
+            case StopCapture():
+                await manager.stop(cmd.capture_id, cmd.node_id)
+            case InjectPacket():
+                await injector.start(dict(cmd.injection), cmd.node_id)
+            case StopInjection():
+                await injector.stop(cmd.injection_id, cmd.node_id)
 
     client = AnalyzerClient(
         list(cfg.analyzers), host_id, on_command=on_command, token=cfg.agent.token,
@@ -260,6 +271,7 @@ async def run_connected(cfg: Config, stop: asyncio.Event, root_path: str | None 
             ready(probes, client)
         await stop.wait()
     finally:
+        await injector.stop_all()
         await manager.stop_all()        # final flows go out before the link closes
         await client.flush()
         await probes.stop()

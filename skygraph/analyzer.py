@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from skygraph.api.agents import Agents
 from skygraph.api.auth import Authenticator, AuthMiddleware, read_users
+from skygraph.api.injections import Injections
 from skygraph.api.orchestrator import Orchestrator
 from skygraph.api.rest import rest_app
 from skygraph.api.service import Api
@@ -31,7 +32,7 @@ from skygraph.config import Config
 from skygraph.graphql.app import make_app
 from skygraph.gremlin import Limits
 from skygraph.process import batch_writer, graph_connection, stop_on_signals
-from skygraph.rpc.model import StartCapture, StopCapture
+from skygraph.rpc.model import InjectPacket, StartCapture, StopCapture, StopInjection
 from skygraph.rpc.server import RpcServer
 from skygraph.rpc.tls import ServerTLS
 from skygraph.topology.flowstore import FlowSink, FlowStore
@@ -173,6 +174,13 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
         async def stop_capture(host: str, capture_id: str, node_id: str) -> bool:
             return await rpc.send(host, StopCapture(capture_id, node_id))
         orchestrator = Orchestrator(api, start, stop_capture)
+
+        async def inject(host: str, spec: dict[str, Any], node_id: str) -> bool:
+            return await rpc.send(host, InjectPacket(spec, node_id))
+
+        async def stop_injection(host: str, injection_id: str, node_id: str) -> bool:
+            return await rpc.send(host, StopInjection(injection_id, node_id))
+        api.injections = Injections(api, inject, stop_injection, agents.hosts_connected)
         agents.listeners.append(lambda host, up: orchestrator.host_connected(host) if up
                                 else orchestrator.host_disconnected(host))
         rpc_address = await rpc.start()

@@ -72,6 +72,10 @@ def parser() -> argparse.ArgumentParser:
     cap = sub.add_parser("capture", help="create, list, get or delete captures on an analyzer")
     client.add_capture_arguments(cap)
 
+    inj = sub.add_parser("inject", help="create, list, get or delete packet injections on an "
+                                        "analyzer")
+    client.add_inject_arguments(inj)
+
     u = sub.add_parser("user", help="manage the API users file (analyzer.auth.users_file)")
     us = u.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     ua = us.add_parser("add", help="add or replace a user; the password is read from standard "
@@ -116,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "capture":
             from skygraph.api import client
             return client.run_capture(args)
+        if args.command == "inject":
+            from skygraph.api import client
+            return client.run_inject(args)
         if args.command == "user":
             return _user(args)
         if args.command == "flows":

@@ -16,6 +16,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 DEFAULT_ANALYZER = "127.0.0.1:8082"
@@ -151,6 +152,69 @@ def run_capture(args: argparse.Namespace) -> int:
     else:
         for ident in args.ids:
             client.json("DELETE", f"/api/capture/{ident}")
+        return 0
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def add_inject_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="inject_command", required=True, metavar="ACTION")
+    c = sub.add_parser("create", help="send packets from a node (Skydive's flags)")
+    c.add_argument("--src", required=True, help="Gremlin query for the node to send from")
+    c.add_argument("--dst", default="", help="Gremlin query for the destination node")
+    c.add_argument("--type", default="icmp4", help="icmp4, icmp6, tcp4, tcp6, udp4 or udp6")
+    c.add_argument("--count", type=int, default=1)
+    c.add_argument("--interval", type=int, default=0, help="ms between two packets")
+    c.add_argument("--payload", default="")
+    c.add_argument("--id", type=int, default=0, help="ICMP id (0: chosen)")
+    c.add_argument("--mode", default="unique", choices=("unique", "random"),
+                   help="unique: one flow; random: a new ICMP id/source port per packet")
+    c.add_argument("--inc-payload", action="store_true", help="one more payload byte per packet")
+    c.add_argument("--src-ip", default="")
+    c.add_argument("--dst-ip", default="")
+    c.add_argument("--src-mac", default="")
+    c.add_argument("--dst-mac", default="")
+    c.add_argument("--src-port", type=int, default=0)
+    c.add_argument("--dst-port", type=int, default=0)
+    c.add_argument("--ttl", type=int, default=64)
+    c.add_argument("--pcap", default="", metavar="FILE", help="replay the frames of this pcap")
+    add_client_flags(c)
+    for action in ("list", "get", "delete"):
+        a = sub.add_parser(action, help=f"{action} packet injections")
+        if action != "list":
+            a.add_argument("ids", nargs="+", metavar="ID")
+        add_client_flags(a)
+
+
+def injection_spec(args: argparse.Namespace) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "Src": args.src, "Dst": args.dst, "Type": args.type, "Count": args.count,
+        "Interval": args.interval, "Payload": args.payload, "ICMPID": args.id, "Mode": args.mode,
+        "IncrementPayload": args.inc_payload, "SrcIP": args.src_ip, "DstIP": args.dst_ip,
+        "SrcMAC": args.src_mac, "DstMAC": args.dst_mac, "SrcPort": args.src_port,
+        "DstPort": args.dst_port, "TTL": args.ttl,
+    }
+    if args.pcap:
+        try:
+            spec["Pcap"] = base64.b64encode(Path(args.pcap).read_bytes()).decode()
+        except OSError as exc:
+            raise ValueError(f"--pcap {args.pcap}: {exc.strerror}") from None
+    return {k: v for k, v in spec.items() if v not in ("", 0, False) or k == "Src"}
+
+
+def run_inject(args: argparse.Namespace) -> int:
+    client = client_from_args(args)
+    out: Any
+    if args.inject_command == "create":
+        out = client.json("POST", "/api/injectpacket", injection_spec(args))
+    elif args.inject_command == "list":
+        out = client.json("GET", "/api/injectpacket")
+    elif args.inject_command == "get":
+        out = {i: client.json("GET", f"/api/injectpacket/{i}") for i in args.ids}
+    else:
+        for ident in args.ids:
+            client.json("DELETE", f"/api/injectpacket/{ident}")
         return 0
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from skygraph import __version__
 from skygraph.api.auth import COOKIE, Authenticator
 from skygraph.api.captures import CaptureDuplicate, CaptureInvalid
+from skygraph.api.injections import Injections, Unavailable
 from skygraph.api.service import Api
 from skygraph.gremlin import GremlinError
 from skygraph.gremlin.dot import NotRenderable, render
@@ -50,7 +51,8 @@ log = logging.getLogger("skygraph.api")
 DOT = "text/vnd.graphviz"
 PCAP = "application/vnd.tcpdump.pcap"
 MAX_BODY = 16 * 1024 * 1024
-PERMISSIONS = {r: ["read", "write"] for r in ("capture", "topology", "status", "node", "edge")}
+PERMISSIONS = {r: ["read", "write"] for r in ("capture", "topology", "status", "node", "edge",
+                                              "injectpacket")}
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -120,6 +122,10 @@ class RestApi:
             Route("/api/capture/{id}", g(self.capture_get), methods=["GET"]),
             Route("/api/capture/{id}", g(self.capture_delete), methods=["DELETE"]),
             Route("/api/capture/{id}", g(self.not_updatable), methods=["PATCH", "PUT"]),
+            Route("/api/injectpacket", g(self.injection_list), methods=["GET"]),
+            Route("/api/injectpacket", g(self.injection_create), methods=["POST"]),
+            Route("/api/injectpacket/{id}", g(self.injection_get), methods=["GET"]),
+            Route("/api/injectpacket/{id}", g(self.injection_delete), methods=["DELETE"]),
             Route("/api/node", g(self.node_list), methods=["GET"]),
             Route("/api/node", g(self.node_create), methods=["POST"]),
             Route("/api/node/{id}", g(self.node_get), methods=["GET"]),
@@ -217,6 +223,38 @@ class RestApi:
 
     async def not_updatable(self, request: Request) -> Response:
         raise HTTPError(405, "captures are not updatable: delete and create again")
+
+    # ------------------------------------------------------------ packet injections
+    def _injections(self) -> Injections:
+        if self.api.injections is None:
+            raise HTTPError(503, "packet injection needs the analyzer's agent link")
+        return self.api.injections
+
+    async def injection_list(self, request: Request) -> Response:
+        return JSONResponse(self._injections().list())
+
+    async def injection_create(self, request: Request) -> Response:
+        spec = _object(await _body(request), "packet injection")
+        try:
+            created = await self._injections().create(spec)
+        except CaptureInvalid as exc:
+            raise HTTPError(400, f"invalid packet injection: {exc}", errors=[
+                {"field": e.field, "message": e.message} for e in exc.errors]) from None
+        except Unavailable as exc:
+            raise HTTPError(503, str(exc)) from None
+        return JSONResponse(created, status_code=201)
+
+    async def injection_get(self, request: Request) -> Response:
+        found = self._injections().get(request.path_params["id"])
+        if found is None:
+            raise HTTPError(404, f"packet injection {request.path_params['id']} not found")
+        return JSONResponse(found)
+
+    async def injection_delete(self, request: Request) -> Response:
+        ident = request.path_params["id"]
+        if not await self._injections().delete(ident):
+            raise HTTPError(404, f"packet injection {ident} not found")
+        return JSONResponse({"UUID": ident, "deleted": True})
 
     # ------------------------------------------------------------ nodes and edges
     async def node_list(self, request: Request) -> Response:

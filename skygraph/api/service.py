@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from skygraph import __version__
 from skygraph.api.captures import Captures
@@ -25,6 +25,9 @@ from skygraph.topology.bus import EventBus, Subscription
 from skygraph.topology.graph import Graph, wall_clock_ms
 from skygraph.topology.mutations import Mutation, StoreMutation
 from skygraph.topology.store import BatchWriter, GraphStore
+
+if TYPE_CHECKING:
+    from skygraph.api.injections import Injections
 
 StatusExtra = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -47,6 +50,8 @@ class Api:
         self.reads = Reads(store.read, self.limits)
         self.captures = Captures(store, self.count_active, max_raw_packets=max_raw_packets,
                                  clock=clock)
+        # packet injections, set by the analyzer once the agents' link exists
+        self.injections: Injections | None = None
         self.started = time.time()
         self._status_extra = status_extra
 

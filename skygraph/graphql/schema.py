@@ -33,6 +33,7 @@ from skygraph.api.captures import CaptureDuplicate, CaptureInvalid
 from skygraph.api.reads import EdgeFilter, FilterError, NodeFilter, When, check_filter, matches
 from skygraph.api.reads import matches_predicates as flow_matches
 from skygraph.graphql import filters as f
+from skygraph.graphql import injections as inj
 from skygraph.graphql.flows import FlowConnection, FlowFilterInput
 from skygraph.graphql.flows import flows as flow_page
 from skygraph.graphql.scalars import SCALARS, Long
@@ -133,6 +134,10 @@ class Query:
         found = await info.context.api.captures.get(str(id))
         return CaptureType(raw=found) if found is not None else None
 
+    @field(description="Packet injections (running ones carry state and packetsSent).")
+    def injections(self, info: Info) -> list[inj.Injection]:
+        return inj.injections(info)
+
     @field(description="Version, uptime, graph backend and health, writer "
                        "statistics, connected agents.")
     async def status(self, info: Info) -> JSON:
@@ -160,6 +165,16 @@ class Mutation:
     @mutation(description="Delete a capture; false when there is none with this id.")
     async def delete_capture(self, info: Info, id: strawberry.ID) -> bool:
         return await info.context.api.captures.delete(str(id))
+
+    @mutation(description="Send packets from the node `src` selects (SPEC: injectpacket). "
+                          "Invalid fields come back in `errors`; code UNAVAILABLE when the "
+                          "source's agent is not connected.")
+    async def inject_packet(self, info: Info, input: inj.InjectionInput) -> inj.InjectionPayload:
+        return await inj.inject_packet(info, input)
+
+    @mutation(description="Stop and forget a packet injection; false when there is none.")
+    async def delete_injection(self, info: Info, id: strawberry.ID) -> bool:
+        return await inj.delete_injection(info, id)
 
 
 _KINDS = {NodeAdded: f.EventKind.NODE_ADDED, NodeUpdated: f.EventKind.NODE_UPDATED,

@@ -340,7 +340,7 @@ class CaptureType:
 class FieldError:
     field: str
     message: str
-    code: str = strawberry.field(default="INVALID", description="INVALID or DUPLICATE")
+    code: str = strawberry.field(default="INVALID", description="INVALID, DUPLICATE or UNAVAILABLE")
     existing_id: strawberry.ID | None = strawberry.field(
         default=None, description="DUPLICATE: the capture that already exists")
 

@@ -141,16 +141,20 @@ class Stats(_message.Message):
     def __init__(self, capture_id: _Optional[str] = ..., node_id: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., packets_received: _Optional[int] = ..., packets_dropped: _Optional[int] = ..., flows_dropped: _Optional[int] = ..., flows_active: _Optional[int] = ..., at: _Optional[int] = ...) -> None: ...
 
 class AnalyzerMessage(_message.Message):
-    __slots__ = ("welcome", "flows_ack", "start_capture", "stop_capture")
+    __slots__ = ("welcome", "flows_ack", "start_capture", "stop_capture", "inject_packet", "stop_injection")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     FLOWS_ACK_FIELD_NUMBER: _ClassVar[int]
     START_CAPTURE_FIELD_NUMBER: _ClassVar[int]
     STOP_CAPTURE_FIELD_NUMBER: _ClassVar[int]
+    INJECT_PACKET_FIELD_NUMBER: _ClassVar[int]
+    STOP_INJECTION_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     flows_ack: FlowsAck
     start_capture: StartCapture
     stop_capture: StopCapture
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., flows_ack: _Optional[_Union[FlowsAck, _Mapping]] = ..., start_capture: _Optional[_Union[StartCapture, _Mapping]] = ..., stop_capture: _Optional[_Union[StopCapture, _Mapping]] = ...) -> None: ...
+    inject_packet: InjectPacket
+    stop_injection: StopInjection
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., flows_ack: _Optional[_Union[FlowsAck, _Mapping]] = ..., start_capture: _Optional[_Union[StartCapture, _Mapping]] = ..., stop_capture: _Optional[_Union[StopCapture, _Mapping]] = ..., inject_packet: _Optional[_Union[InjectPacket, _Mapping]] = ..., stop_injection: _Optional[_Union[StopInjection, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("version", "software")
@@ -181,3 +185,19 @@ class StopCapture(_message.Message):
     capture_id: str
     node_id: str
     def __init__(self, capture_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class InjectPacket(_message.Message):
+    __slots__ = ("injection_json", "node_id")
+    INJECTION_JSON_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    injection_json: bytes
+    node_id: str
+    def __init__(self, injection_json: _Optional[bytes] = ..., node_id: _Optional[str] = ...) -> None: ...
+
+class StopInjection(_message.Message):
+    __slots__ = ("injection_id", "node_id")
+    INJECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    injection_id: str
+    node_id: str
+    def __init__(self, injection_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...

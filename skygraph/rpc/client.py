@@ -47,6 +47,7 @@ from skygraph.topology.mutations import StoreMutation
 log = logging.getLogger("skygraph.rpc.client")
 
 Snapshot = Callable[[], tuple[list[Node], list[Edge]]]
+COMMANDS = frozenset({"start_capture", "stop_capture", "inject_packet", "stop_injection"})
 OnCommand = Callable[[Command], Awaitable[None]]
 Call = grpc.aio.StreamStreamCall[pb.AgentMessage, pb.AnalyzerMessage]
 
@@ -387,7 +388,7 @@ class AnalyzerClient:
             kind = msg.WhichOneof("body")
             if kind == "flows_ack":
                 self._ack(msg.flows_ack.seq)
-            elif kind in ("start_capture", "stop_capture"):
+            elif kind in COMMANDS:
                 try:
                     self._commands.put_nowait(codec.command_from_pb(msg))
                 except codec.CodecError as exc:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from skygraph.rpc import agent_pb2 as pb
-from skygraph.rpc.model import CaptureStats, Command, StartCapture, StopCapture
+from skygraph.rpc.model import CaptureStats, Command, InjectPacket, StartCapture, StopCapture, StopInjection
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import (
     EdgeAdded,
@@ -234,6 +234,12 @@ def command_message(c: Command) -> pb.AnalyzerMessage:
         case StopCapture(capture_id=capture_id, node_id=node_id):
             return pb.AnalyzerMessage(stop_capture=pb.StopCapture(capture_id=capture_id,
                                                                    node_id=node_id))
+        case InjectPacket(injection=injection, node_id=node_id):
+            return pb.AnalyzerMessage(inject_packet=pb.InjectPacket(
+                injection_json=encode_json(dict(injection)), node_id=node_id))
+        case StopInjection(injection_id=injection_id, node_id=node_id):
+            return pb.AnalyzerMessage(stop_injection=pb.StopInjection(
+                injection_id=injection_id, node_id=node_id))
     raise TypeError(f"not a command: {c!r}")
 
 
@@ -245,6 +251,12 @@ def command_from_pb(m: pb.AnalyzerMessage) -> Command:
                             s.node_id)
     if kind == "stop_capture":
         return StopCapture(m.stop_capture.capture_id, m.stop_capture.node_id)
+    if kind == "inject_packet":
+        i = m.inject_packet
+        return InjectPacket(decode_object(i.injection_json,
+                                          f"InjectPacket on node {i.node_id}: injection"), i.node_id)
+    if kind == "stop_injection":
+        return StopInjection(m.stop_injection.injection_id, m.stop_injection.node_id)
     raise CodecError(f"not a command: {kind or 'empty message'}")
 
 

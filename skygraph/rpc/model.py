@@ -32,7 +32,25 @@ class StopCapture:
     node_id: str
 
 
-Command = StartCapture | StopCapture
+@dataclass(frozen=True, slots=True)
+class InjectPacket:
+    """Send the packets of a resolved injection from `node_id` (a repeat is a no-op)."""
+
+    injection: Mapping[str, Any]   # Skydive PacketInjection JSON, addresses resolved
+    node_id: str
+
+    @property
+    def injection_id(self) -> str:
+        return str(self.injection.get("UUID", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class StopInjection:
+    injection_id: str
+    node_id: str
+
+
+Command = StartCapture | StopCapture | InjectPacket | StopInjection
 
 
 @dataclass(frozen=True, slots=True)
