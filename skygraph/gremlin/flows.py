@@ -10,7 +10,8 @@ key `TrackingID`), `Sort` (default `Last`), `Range`/`Limit`, `Count`,
 `Hops`/`CaptureNode` (node whose TID is NodeTID), `Nodes` (that node plus
 the nodes whose MAC is `Link.A` / `Link.B`), `In`/`Out`/`Both` (node whose
 MAC or PeerIntfMAC is `Link.A` / `Link.B` / either); `Group([key])` and
-`MoreThan([n])` (n honoured, SPEC §3 fix 2).
+`MoreThan([n])` (n honoured, SPEC §3 fix 2); `Metrics()` (metrics.py) and
+`RawPackets()`/`BPF()` (packets.py) after them.
 
 Flow keys: `ETHERNET.x` is `Link.x`, `IPV4.x`/`IPV6.x` `Network.x`,
 `TCP.x`/`UDP.x`/`SCTP.x` `Transport.x`; in a filter `Network`, `Link` or
@@ -27,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from skygraph.gremlin import results
+from skygraph.gremlin import metrics, packets, results
 from skygraph.gremlin.ast import Arg, Literal, Step
 from skygraph.gremlin.errors import GremlinQueryError, NotAvailableError
 from skygraph.gremlin.parser import FLOW_STEPS
@@ -38,8 +39,11 @@ from skygraph.gremlin.plan import (
     FLOWS,
     GRAPH,
     GROUPS,
+    METRIC_VALUE,
+    METRICS,
     NODES,
     PATHS,
+    RAW_PACKETS,
     VALUES,
     Record,
 )
@@ -61,7 +65,10 @@ from skygraph.topology.flowschema import METRIC_FIELDS, PARENT_UUID, flow_json, 
 if TYPE_CHECKING:
     from skygraph.gremlin.translator import _Builder
 
-FLOW_KINDS = frozenset({FLOWS, GROUPS, FLOW_KEYS, FLOW_SUM})  # results shaped by `finish`
+# results shaped by `finish` (and the modules it delegates to)
+FLOW_KINDS = frozenset({FLOWS, GROUPS, FLOW_KEYS, FLOW_SUM, METRICS, METRIC_VALUE, RAW_PACKETS})
+# what the translator's own steps cannot follow
+STREAMS = frozenset({FLOWS, GROUPS, METRICS, METRIC_VALUE, RAW_PACKETS})
 
 FLOW = schema.quote(schema.FLOW_LABEL)
 NODE = schema.quote(schema.NODE_LABEL)
@@ -73,10 +80,6 @@ TRACKING_ID = Key("TrackingID", "TrackingID", True)
 LAST = Key("Last", "Last", True)
 
 UNAVAILABLE = {
-    "Metrics": "flow metric samples are not stored yet",
-    "Aggregates": "flow metric samples are not stored yet",
-    "RawPackets": "raw packets are not stored yet",
-    "BPF": "raw packets are not stored yet",
     "Sockets": "no socket information (Skydive's socketinfo probe) is collected",
     "NextHop": "routing tables are not evaluated yet",
     "Workflow": "workflows are not supported",
@@ -87,12 +90,26 @@ BY_TID, BY_MAC, BY_MAC_OR_PEER = 0, 1, 2
 
 
 @dataclass
+class MetricState:
+    """What `Metrics()` selected and the steps after it."""
+
+    source: str = ""  # "flows" or "nodes"
+    prefix: str = "LastUpdateMetric"  # nodes: the metric's key
+    sample_var: str = ""  # flows in a time context: the stored samples
+    aggregates: list[tuple[int, int]] = field(default_factory=list)  # (slice ms, column)
+    terminal: tuple[str, str | None, int] | None = None  # (sum|count|keys, key, column)
+
+
+@dataclass
 class FlowState:
     """What the flow steps of one query remember between steps."""
 
     ordered: bool = False  # a Sort() set the order Dedup() must keep
     group_key: Key = TRACKING_ID
     more_than: list[int] = field(default_factory=list)
+    metrics: MetricState = field(default_factory=MetricState)
+    packet_var: str = ""  # RawPackets(): the stored packets
+    packet_filters: list[tuple[str, int]] = field(default_factory=list)  # BPF(): (filter, column)
 
 
 # ---------------------------------------------------------------- keys and filters
@@ -149,12 +166,10 @@ def dispatch(b: _Builder, step: Step) -> bool:
     if reason is not None:
         raise NotAvailableError(f"{step.name}() is not available: {reason}", step.column)
     handler = _FLOW_STEPS.get(step.name)
-    if handler is None and b.kind == FLOWS:
-        handler = _ON_FLOWS.get(step.name)
-    elif handler is None and b.kind == GROUPS:
-        handler = _ON_GROUPS.get(step.name)
     if handler is None:
-        if b.kind in (FLOWS, GROUPS) or step.name in FLOW_STEPS:
+        handler = _BY_KIND.get(b.kind, {}).get(step.name)
+    if handler is None:
+        if b.kind in STREAMS or step.name in FLOW_STEPS:
             b.need(step)  # raises: "<step>() cannot follow <previous>()"
         return False
     handler(b, step)
@@ -344,6 +359,10 @@ def _find(b: _Builder, prop: str, value: str) -> list[str]:
 def finish(b: _Builder) -> tuple[str, Callable[[list[Record]], Any]]:
     """The RETURN clause and result shaping of a flow result kind."""
     cur, cap = b.cur, b.limits.max_results
+    if b.kind in (METRICS, METRIC_VALUE):
+        return metrics.finish(b)
+    if b.kind == RAW_PACKETS:
+        return packets.finish(b)
     if b.kind == FLOWS:
         return f"RETURN properties({cur}) AS element{b.cap_clause()}", \
             results.elements(flow_json, cap)
@@ -386,7 +405,8 @@ def total(rows: list[Record]) -> float:
 
 
 _FLOW_STEPS: Mapping[str, Callable[[_Builder, Step], None]] = {
-    "Flows": step_flows,
+    "Flows": step_flows, "Metrics": metrics.step_metrics, "Aggregates": metrics.step_aggregates,
+    "RawPackets": packets.step_raw_packets, "BPF": packets.step_bpf,
 }
 _ON_FLOWS: Mapping[str, Callable[[_Builder, Step], None]] = {
     "Has": step_has, "HasEither": step_has, "HasKey": step_has_key, "HasNot": step_has_key,
@@ -396,3 +416,6 @@ _ON_FLOWS: Mapping[str, Callable[[_Builder, Step], None]] = {
     "In": step_in_out, "Out": step_in_out, "Both": step_in_out, "Group": step_group,
 }
 _ON_GROUPS: Mapping[str, Callable[[_Builder, Step], None]] = {"MoreThan": step_more_than}
+_BY_KIND: Mapping[str, Mapping[str, Callable[[_Builder, Step], None]]] = {
+    FLOWS: _ON_FLOWS, GROUPS: _ON_GROUPS, METRICS: metrics.ON_METRICS,
+}

@@ -18,6 +18,7 @@ Finish = Callable[[list[Record]], Any]
 GRAPH, NODES, EDGES, PATHS, SUBGRAPH = "graph", "nodes", "edges", "paths", "subgraph"
 VALUES, COUNT, MAPS, KEYS, SUM = "values", "count", "valuemap", "keys", "sum"
 FLOWS, GROUPS, FLOW_KEYS, FLOW_SUM = "flows", "groups", "flowkeys", "flowsum"
+METRICS, METRIC_VALUE, RAW_PACKETS = "metrics", "metricvalue", "rawpackets"
 
 
 DEFAULT_MAX_RESULTS = 10_000
@@ -59,3 +60,6 @@ class Plan:
     finish: Finish
     checks: tuple[Check, ...] = field(default=())
     output: str = "nodes"
+    # BPF(filter) steps on raw packets: (expression, column), applied by `execute`
+    # (compiling a filter needs libpcap, which the caller provides).
+    packet_filters: tuple[tuple[str, int], ...] = field(default=())

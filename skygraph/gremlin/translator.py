@@ -591,7 +591,8 @@ class _Builder:
         cypher = " ".join([*self.clauses, ret])
         params = dict(self.params.values)
         checks = tuple(Check(text, params, message) for text, message in self.checks)
-        return Plan(cypher, params, finish, checks, self.kind)
+        return Plan(cypher, params, finish, checks, self.kind,
+                    tuple(self.flow.packet_filters))
 
 
 # ---------------------------------------------------------------- helpers

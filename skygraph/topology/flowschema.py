@@ -18,19 +18,35 @@ and prunes flows. The store (flowstore.py) runs it.
   tunnel flow (`ParentUUID`). Links are made when the flow is written; when
   the node appears later the topology writer links it (batch.py); when the
   parent arrives later, the parent's first write links its children.
+- Every update's `LastUpdateMetric` is also kept as a sample
+  `(:Flow)-[:HAS_METRIC]->(:FlowMetric)` (keyed by flow UUID and window end,
+  so a replayed update adds nothing): the flow's history of counters.
+- The packets an agent kept (`RawPacketLimit`) travel with the flow update as
+  `LastRawPackets` (`wire_json`: Skydive's RawPacket JSON, `Data` in base64);
+  each is stored once as `(:Flow)-[:HAS_PACKET]->(:RawPacket)` keyed by flow
+  UUID and `Index`, `Data` as bytes. At most `max_raw_packets` per flow are
+  kept (a larger `Index` is dropped), each at most `MAX_RAW_PACKET_BYTES`.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from skygraph.topology.flow import Flow
 from skygraph.topology.schema import (
+    ARCHIVE_KEY,
     CAPTURED_ON,
     FLOW_LABEL,
+    FLOW_METRIC_LABEL,
+    HAS_METRIC,
+    HAS_PACKET,
     INSIDE,
     INTERNAL_PROPERTIES,
     NODE_LABEL,
+    RAW_PACKET_LABEL,
     from_properties,
     quote,
     to_properties,
@@ -40,6 +56,10 @@ FLOW = quote(FLOW_LABEL)
 HOST = "Host"  # the agent (host ID) that sent the flow
 UPDATED_AT = "UpdatedAt"  # ms epoch, when the analyzer wrote it
 PARENT_UUID = "ParentUUID"  # stored on inner flows only
+RAW_PACKETS = "LastRawPackets"  # on the wire only: the packets kept since the last update
+FLOW_UUID = "FlowUUID"  # on samples and raw packets: their flow
+DEFAULT_MAX_RAW_PACKETS = 10  # per flow (SPEC §3 fix 6: analyzer.api.max_raw_packets)
+MAX_RAW_PACKET_BYTES = 65_535  # a stored packet's data (captures' snaplen is at most 4096)
 
 # Skydive's JSON key order (flow.proto field order) of a flow and its messages.
 FLOW_FIELDS = ("UUID", "LayersPath", "Application", "Link", "Network", "Transport", "ICMP",
@@ -79,6 +99,20 @@ def is_scalar_field(path: str) -> bool:
 
 # ---------------------------------------------------------------- properties
 
+def wire_json(flow: Flow) -> dict[str, Any]:
+    """What an agent sends for a flow: Skydive's flow JSON plus, when the capture
+    keeps packets, `LastRawPackets` (Skydive's RawPacket JSON, `Data` in base64)."""
+    doc = flow.to_json()
+    if flow.last_raw_packets:
+        doc[RAW_PACKETS] = [p.to_json() for p in flow.last_raw_packets]
+    return doc
+
+
+def without_packets(flow: Mapping[str, Any]) -> dict[str, Any]:
+    """The flow's Skydive JSON (what subscribers see): `LastRawPackets` left out."""
+    return {k: v for k, v in flow.items() if k != RAW_PACKETS}
+
+
 def flow_properties(flow: Mapping[str, Any], host: str, now_ms: int) -> dict[str, Any]:
     """The properties of a flow's node. Raises FlowError for a flow without a
     UUID, a reserved field, or a key field of the wrong type."""
@@ -95,7 +129,7 @@ def flow_properties(flow: Mapping[str, Any], host: str, now_ms: int) -> dict[str
         value = flow.get(key, 0)
         if not isinstance(value, int) or isinstance(value, bool):
             raise FlowError(f"flow {uuid}: field {key!r} must be an integer (ms)")
-    props = to_properties(flow)
+    props = to_properties(without_packets(flow))
     if props.get(PARENT_UUID) == "":
         # an outer flow: not stored, so the ParentUUID index holds inner flows only
         # (one key shared by most flows makes every delete and update slow)
@@ -125,17 +159,92 @@ def _ordered(doc: Mapping[str, Any], order: Sequence[str], top: bool = False) ->
     return out
 
 
-def write_row(flow: Mapping[str, Any], host: str, now_ms: int) -> dict[str, Any]:
+def write_row(flow: Mapping[str, Any], host: str, now_ms: int,
+              max_raw_packets: int = DEFAULT_MAX_RAW_PACKETS) -> dict[str, Any]:
     """One row of UPSERT: the UUID, what orders updates (`Last`, then the update
-    tick `LastUpdateMetric.Last`), the links to make and the properties.
-    Raises FlowError (see `flow_properties`)."""
+    tick `LastUpdateMetric.Last`), the links to make and the properties; plus the
+    update's metric sample (`sample`, None without a LastUpdateMetric window), its
+    raw packets to keep (`packets`) and how many were over `max_raw_packets`
+    (`dropped`). Raises FlowError (see `flow_properties`, `raw_packets`)."""
     props = flow_properties(flow, host, now_ms)
+    uuid = props["UUID"]
     lum = flow.get("LastUpdateMetric")
     tick = lum.get("Last", 0) if isinstance(lum, Mapping) else 0
-    return {"UUID": props["UUID"], "Last": props.get("Last", 0),
-            "tick": tick if isinstance(tick, int) and not isinstance(tick, bool) else 0,
+    packets = raw_packets(uuid, flow.get(RAW_PACKETS))
+    kept = [p for p in packets if p["props"]["Index"] <= max_raw_packets]
+    return {"UUID": uuid, "Last": props.get("Last", 0),
+            "tick": tick if _is_int(tick) else 0,
             "tid": props.get("NodeTID") or "", "parent": props.get("ParentUUID") or "",
-            "props": props}
+            "props": props, "sample": metric_sample(uuid, lum), "packets": kept,
+            "dropped": len(packets) - len(kept)}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def metric_sample(uuid: str, lum: Any) -> dict[str, Any] | None:
+    """The row of a flow update's LastUpdateMetric sample, keyed by the flow and the
+    window's end; None when there is no window (no integer Start and Last)."""
+    if not isinstance(lum, Mapping) or not _is_int(lum.get("Start")) \
+            or not _is_int(lum.get("Last")):
+        return None
+    props: dict[str, Any] = {k: lum[k] for k in METRIC_FIELDS if _is_int(lum.get(k))}
+    key = f"{uuid}/{lum['Last']}"
+    props[FLOW_UUID] = uuid
+    props[ARCHIVE_KEY] = key
+    return {"UUID": uuid, "key": key, "props": props}
+
+
+def raw_packets(uuid: str, packets: Any) -> list[dict[str, Any]]:
+    """Rows of the raw packets sent with a flow update (`LastRawPackets`), keyed by
+    the flow and `Index`. Raises FlowError naming the packet and field that is wrong."""
+    if packets is None:
+        return []
+    if not isinstance(packets, list):
+        raise FlowError(f"flow {uuid}: field {RAW_PACKETS!r} must be a list of raw packets")
+    rows = []
+    for i, p in enumerate(packets):
+        where = f"flow {uuid}: {RAW_PACKETS}[{i}]"
+        if not isinstance(p, Mapping):
+            raise FlowError(f"{where}: expected an object, got {type(p).__name__}")
+        for key in ("Timestamp", "Index", "LinkType"):
+            if not _is_int(p.get(key)) or p[key] < (1 if key == "Index" else 0):
+                raise FlowError(f"{where}: field {key!r} must be a "
+                                f"{'positive' if key == 'Index' else 'non-negative'} integer")
+        data = p.get("Data")
+        try:
+            raw = base64.b64decode(data, validate=True) if isinstance(data, str) else None
+        except (binascii.Error, ValueError):
+            raw = None
+        if raw is None:
+            raise FlowError(f"{where}: field 'Data' must be base64 text")
+        if len(raw) > MAX_RAW_PACKET_BYTES:
+            raise FlowError(f"{where}: {len(raw)} bytes of data, more than "
+                            f"{MAX_RAW_PACKET_BYTES}")
+        key = f"{uuid}/{p['Index']}"
+        rows.append({"UUID": uuid, "key": key, "props": {
+            "Timestamp": p["Timestamp"], "Index": p["Index"], "LinkType": p["LinkType"],
+            "Data": raw, FLOW_UUID: uuid, ARCHIVE_KEY: key}})
+    return rows
+
+
+def sample_json(props: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored sample as Skydive's FlowMetric JSON (RTT only when set)."""
+    out = {k: int(props.get(k) or 0) for k in METRIC_FIELDS if k != "RTT"}
+    if props.get("RTT"):
+        out["RTT"] = int(props["RTT"])
+    return out
+
+
+def packet_json(props: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored raw packet as Skydive's RawPacket JSON (`Data` in base64)."""
+    data = props.get("Data") or b""
+    if isinstance(data, list):  # a server that hands byte arrays back as lists
+        data = bytes(data)
+    return {"Timestamp": int(props.get("Timestamp") or 0), "Index": int(props.get("Index") or 0),
+            "Data": base64.b64encode(bytes(data)).decode("ascii"),
+            "LinkType": int(props.get("LinkType") or 0)}
 
 
 def newest(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -184,9 +293,41 @@ LINK_NEW_NODE = (
     f"CREATE (f)-[:{_CAPTURED_ON}]->(n)"
 )
 BY_UUIDS = f"UNWIND $uuids AS u MATCH (f:{FLOW} {{UUID: u}}) RETURN properties(f) AS p"
-# Deleted in chunks: one transaction per chunk keeps each commit small.
+METRIC = quote(FLOW_METRIC_LABEL)
+PACKET = quote(RAW_PACKET_LABEL)
+_HAS_METRIC = quote(HAS_METRIC)
+_HAS_PACKET = quote(HAS_PACKET)
+# rows {UUID, key, props}: samples and packets, each written once, under their flow
+# (written or merged by UPSERT in the same transaction).
+WRITE_SAMPLES = (
+    f"UNWIND $rows AS r MATCH (f:{FLOW} {{UUID: r.UUID}}) "
+    f"MERGE (m:{METRIC} {{{ARCHIVE_KEY}: r.key}}) ON CREATE SET m += r.props "
+    f"MERGE (f)-[:{_HAS_METRIC}]->(m)"
+)
+WRITE_PACKETS = (
+    f"UNWIND $rows AS r MATCH (f:{FLOW} {{UUID: r.UUID}}) "
+    f"MERGE (p:{PACKET} {{{ARCHIVE_KEY}: r.key}}) ON CREATE SET p += r.props "
+    f"MERGE (f)-[:{_HAS_PACKET}]->(p)"
+)
+SAMPLES_OF = (
+    f"UNWIND $uuids AS u MATCH (:{FLOW} {{UUID: u}})-[:{_HAS_METRIC}]->(m) "
+    "RETURN u AS uuid, properties(m) AS p"
+)
+PACKETS_OF = (
+    f"UNWIND $uuids AS u MATCH (:{FLOW} {{UUID: u}})-[:{_HAS_PACKET}]->(p) "
+    "RETURN u AS uuid, properties(p) AS p"
+)
+# Deleted in chunks: one transaction per chunk keeps each commit small. Samples
+# older than the retention go first (a long-lived flow keeps only its recent
+# ones); a flow goes with what is left of its samples and its packets.
+PRUNE_SAMPLES = (
+    f"MATCH (m:{METRIC}) WHERE m.Last < $cutoff WITH m LIMIT $chunk "
+    "DETACH DELETE m RETURN count(*) AS deleted"
+)
 PRUNE = (
     f"MATCH (f:{FLOW}) WHERE f.Last < $cutoff WITH f LIMIT $chunk "
+    f"CALL {{ WITH f MATCH (f)-[:{_HAS_METRIC}|{_HAS_PACKET}]->(x) DETACH DELETE x }} "
     "DETACH DELETE f RETURN count(*) AS deleted"
 )
-CLEAR = f"MATCH (f:{FLOW}) WITH f LIMIT $chunk DETACH DELETE f RETURN count(*) AS deleted"
+CLEAR = [f"MATCH (x:{label}) WITH x LIMIT $chunk DETACH DELETE x RETURN count(*) AS deleted"
+         for label in (METRIC, PACKET, FLOW)]

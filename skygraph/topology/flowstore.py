@@ -2,9 +2,12 @@
 
 - `FlowStore` writes batches of flows as `(:Flow)` nodes with their links
   (flowschema.py), made once: the store remembers which flows are fully
-  linked and only tries again for the others, on their next update. It
-  reads flows by UUID and prunes flows whose `Last` is older than the
-  retention, with their links.
+  linked and only tries again for the others, on their next update. Each
+  update's `LastUpdateMetric` sample and the raw packets sent with it are
+  written in the same transaction (every update's, not only the newest's).
+  It reads flows, samples and packets by flow UUID, and prunes what is older
+  than the retention: samples whose `Last` is, then flows whose `Last` is,
+  with their links, samples and packets.
 - `FlowSink` sits in front of it in the analyzer: agents' flow updates are
   validated and accepted into a bounded queue (`put` waits while it is full:
   backpressure), passed at once to an optional `publish` hook (GraphQL
@@ -28,14 +31,23 @@ from typing import Any
 from skygraph.topology.flowschema import (
     BY_UUIDS,
     CLEAR,
+    DEFAULT_MAX_RAW_PACKETS,
     LINK_CHILDREN,
     LINK_NODES,
     LINK_PARENTS,
+    PACKETS_OF,
     PRUNE,
+    PRUNE_SAMPLES,
+    SAMPLES_OF,
     UPSERT,
+    WRITE_PACKETS,
+    WRITE_SAMPLES,
     FlowError,
     flow_json,
     newest,
+    packet_json,
+    sample_json,
+    without_packets,
     write_row,
 )
 from skygraph.topology.graph import wall_clock_ms
@@ -54,16 +66,21 @@ class FlowStore:
     """Flow reads and writes over a `GraphStore` (which owns the connection)."""
 
     def __init__(self, store: GraphStore, retention_s: float = DEFAULT_RETENTION_S,
-                 linked_memory: int = LINKED_MEMORY) -> None:
+                 linked_memory: int = LINKED_MEMORY,
+                 max_raw_packets: int = DEFAULT_MAX_RAW_PACKETS) -> None:
         self.store = store
         self.retention_s = retention_s
+        self.max_raw_packets = max_raw_packets  # kept per flow (a larger Index is dropped)
         self._linked: LRU[bool] = LRU(linked_memory)
 
     async def write(self, rows: Sequence[Row]) -> int:
         """Write rows of `flowschema.write_row` in one transaction: the newest
         update of each flow (an update older than the stored one is skipped),
-        then the links not made yet. Returns how many flows were in the batch.
-        Raises the driver's errors (the sink retries them)."""
+        then the links not made yet, the metric sample and raw packets of every
+        update. Returns how many flows were in the batch. Raises the driver's
+        errors (the sink retries them)."""
+        samples = [r["sample"] for r in rows if r.get("sample") is not None]
+        packets = [p for r in rows for p in r.get("packets") or ()]
         rows = newest(rows)
         if not rows:
             return 0
@@ -77,6 +94,10 @@ class FlowStore:
             statements.append((LINK_PARENTS, {"rows": parents}))
         if need:
             statements.append((LINK_CHILDREN, {"uuids": [r["UUID"] for r in need]}))
+        if samples:
+            statements.append((WRITE_SAMPLES, {"rows": samples}))
+        if packets:
+            statements.append((WRITE_PACKETS, {"rows": packets}))
         results = iter((await self.store.run_all(statements))[1:])
         on_node = {rec["uuid"] for rec in next(results)} if nodes else set()
         in_parent = {rec["uuid"] for rec in next(results)} if parents else set()
@@ -96,12 +117,36 @@ class FlowStore:
         found = await self.flows([uuid])
         return found[0] if found else None
 
+    async def metrics(self, uuids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The stored LastUpdateMetric samples of flows (FlowMetric JSON, by `Last`)."""
+        records = await self.store.read(SAMPLES_OF, {"uuids": list(dict.fromkeys(uuids))})
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            out.setdefault(r["uuid"], []).append(sample_json(r["p"]))
+        for samples in out.values():
+            samples.sort(key=lambda m: (m["Last"], m["Start"]))
+        return out
+
+    async def raw_packets(self, uuids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+        """The stored raw packets of flows (RawPacket JSON, by `Index`)."""
+        records = await self.store.read(PACKETS_OF, {"uuids": list(dict.fromkeys(uuids))})
+        out: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            out.setdefault(r["uuid"], []).append(packet_json(r["p"]))
+        for packets in out.values():
+            packets.sort(key=lambda p: p["Index"])
+        return out
+
     async def prune(self, now_ms: int) -> int:
-        """Delete the flows whose `Last` is more than `retention_s` before `now_ms`
-        (their links go with them); returns how many. A retention <= 0 keeps all."""
+        """Delete the metric samples, then the flows, whose `Last` is more than
+        `retention_s` before `now_ms` (a flow's links, samples and raw packets go
+        with it); returns how many flows. A retention <= 0 keeps all."""
         if self.retention_s <= 0:
             return 0
         cutoff = now_ms - int(self.retention_s * 1000)
+        samples = await self._delete_chunks(PRUNE_SAMPLES, {"cutoff": cutoff})
+        if samples:
+            log.info("flows: pruned %d metric samples older than %d", samples, cutoff)
         total = await self._delete_chunks(PRUNE, {"cutoff": cutoff})
         if total:
             # a pruned flow that comes back (an old update replayed) is new again
@@ -110,9 +155,11 @@ class FlowStore:
         return total
 
     async def clear(self) -> int:
-        """Delete every flow (tests, `graph import --replace`)."""
+        """Delete every flow, sample and raw packet (tests, `graph import --replace`);
+        returns how many flows."""
         self._linked.clear()
-        return await self._delete_chunks(CLEAR, {})
+        counts = [await self._delete_chunks(cypher, {}) for cypher in CLEAR]
+        return counts[-1]
 
     async def _delete_chunks(self, cypher: str, params: dict[str, Any]) -> int:
         total = 0
@@ -133,6 +180,7 @@ class FlowSinkStats:
     batches: int = 0
     retries: int = 0
     invalid: int = 0  # documents refused at `put` (no UUID, reserved or mistyped field)
+    raw_packets_dropped: int = 0  # raw packets past the store's per-flow bound
     rejected: int = 0  # flows the database refused for good
     pruned: int = 0
     last_error: str = ""
@@ -190,13 +238,18 @@ class FlowSink:
         accepted = 0
         for flow in flows:
             try:
-                row = write_row(flow, host_id, now)
+                row = write_row(flow, host_id, now, self.flows.max_raw_packets)
             except FlowError as exc:
                 self.stats.invalid += 1
                 log.error("flows: from %s: %s", host_id, exc)
                 continue
+            if row["dropped"]:
+                self.stats.raw_packets_dropped += row["dropped"]
+                log.warning("flows: from %s: flow %s: %d raw packets past the limit of %d "
+                            "per flow dropped", host_id, row["UUID"], row["dropped"],
+                            self.flows.max_raw_packets)
             if self.publish is not None:
-                await self.publish(dict(flow))
+                await self.publish(without_packets(flow))
             await self._queue.put(row)
             self.stats.accepted += 1
             accepted += 1

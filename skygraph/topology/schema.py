@@ -14,6 +14,8 @@ Gremlin translator builds its Cypher from the same names.
   flattened like metadata (flowschema.py); `(:Flow)-[:CAPTURED_ON]->(:Node)`
   links it to the interface whose `TID` is its `NodeTID`, and
   `(:Flow)-[:INSIDE]->(:Flow)` an inner flow to its tunnel flow (`ParentUUID`).
+  Its metric samples `(:FlowMetric)` and kept packets `(:RawPacket)` hang
+  off it (`HAS_METRIC`, `HAS_PACKET`).
 - Metadata is stored as properties: nested maps flattened with dots
   (`Ovs.Metric.RxBytes`), lists of one scalar type kept as lists; every other
   value (null, empty map or list, list of maps, mixed list, a map with a
@@ -34,6 +36,10 @@ ARCHIVED_EDGE_LABEL = "ArchivedEdge"
 FLOW_LABEL = "Flow"
 CAPTURED_ON = "CAPTURED_ON"  # (:Flow)-[:CAPTURED_ON]->(:Node {TID: NodeTID})
 INSIDE = "INSIDE"  # (inner:Flow)-[:INSIDE]->(tunnel:Flow {UUID: inner.ParentUUID})
+FLOW_METRIC_LABEL = "FlowMetric"  # one LastUpdateMetric sample of a flow
+RAW_PACKET_LABEL = "RawPacket"  # one packet kept with its flow (RawPacketLimit)
+HAS_METRIC = "HAS_METRIC"  # (:Flow)-[:HAS_METRIC]->(:FlowMetric)
+HAS_PACKET = "HAS_PACKET"  # (:Flow)-[:HAS_PACKET]->(:RawPacket)
 JSON_KEYS = "_json"
 ARCHIVE_KEY = "_key"
 
@@ -197,6 +203,13 @@ def schema_statements() -> list[str]:
     stmts.append("CREATE CONSTRAINT flow_uuid IF NOT EXISTS FOR (f:Flow) REQUIRE f.UUID IS UNIQUE")
     for prop in FLOW_INDEXED:
         stmts.append(f"CREATE INDEX flow_{prop.lower()} IF NOT EXISTS FOR (f:Flow) ON (f.{prop})")
+    # A flow's metric samples and raw packets: keyed (replays change nothing); samples
+    # are pruned by `Last`.
+    stmts += [
+        "CREATE CONSTRAINT flow_metric_key IF NOT EXISTS FOR (m:FlowMetric) REQUIRE m._key IS UNIQUE",
+        "CREATE INDEX flow_metric_last IF NOT EXISTS FOR (m:FlowMetric) ON (m.Last)",
+        "CREATE CONSTRAINT raw_packet_key IF NOT EXISTS FOR (p:RawPacket) REQUIRE p._key IS UNIQUE",
+    ]
     for prop in ("ID", "ArchivedAt"):
         stmts.append(f"CREATE INDEX archived_node_{prop.lower()} IF NOT EXISTS "
                      f"FOR (n:ArchivedNode) ON (n.{prop})")

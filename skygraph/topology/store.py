@@ -278,7 +278,7 @@ class GraphStore:
         """Delete every element, all history and the flows (tests, `graph import --replace`)."""
         self.known_nodes.clear()
         self.known_edges.clear()
-        for label in ("Node", "ArchivedNode", "ArchivedEdge", "Flow"):
+        for label in ("Node", "ArchivedNode", "ArchivedEdge", "Flow", "FlowMetric", "RawPacket"):
             await self.run(f"MATCH (n:{label}) DETACH DELETE n")
 
     # ------------------------------------------------------------ reads

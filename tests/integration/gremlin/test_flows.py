@@ -316,8 +316,8 @@ def test_errors(both: GremlinDB) -> None:
         q("G.V().Hops()")
     with pytest.raises(GremlinQueryError, match="MoreThan\\(\\) cannot follow Flows\\(\\)"):
         q("G.Flows().MoreThan(1)")
-    with pytest.raises(NotAvailableError, match="Metrics\\(\\) is not available"):
-        q("G.Flows().Metrics()")
+    with pytest.raises(NotAvailableError, match="Sockets\\(\\) is not available"):
+        q("G.Flows().Sockets()")
     with pytest.raises(GremlinQueryError, match="Has\\(\\) takes a key alone"):
         q("G.Flows().Has('ICMP.ID', 1, 'x')")
     # keys are validated and backquoted, values are parameters: nothing to inject
