@@ -119,9 +119,18 @@ class _Tracked:
     path: str
     frame: bytes
     first_ns: int
-    ab_dir: int = -1  # the entry's direction counted AB (-1: not mapped to a flow yet)
+    ab: tuple[bool, bool] | None = None  # direction d counted AB? (None: not mapped yet)
     seen: tuple[int, int, int, int] = (0, 0, 0, 0)  # packets0/1, bytes0/1 already counted
     last_ns: int = 0
+
+
+def reverse(v: View) -> View:
+    """The view of a packet going the other way (addresses and ports swapped)."""
+    eth, ip, t = v.ethernet, v.ip, v.transport
+    return v._replace(
+        ethernet=eth._replace(src=eth.dst, dst=eth.src) if eth is not None else None,
+        ip=ip._replace(src=ip.dst, dst=ip.src) if ip is not None else None,
+        transport=t._replace(src_port=t.dst_port, dst_port=t.src_port) if t is not None else None)
 
 
 class KernelFlows:
@@ -166,33 +175,41 @@ class KernelFlows:
         st = table.get(t.key)
         if st is None:
             st = self._create(t, entry, offset_ns)
-        elif t.ab_dir < 0:  # a new entry of a known flow: which of its directions is AB?
-            t.ab_dir = entry.first_dir if is_ab(st, t.view, table.opts) else 1 - entry.first_dir
-        dp0, dp1 = (entry.packets[0] - t.seen[0], entry.packets[1] - t.seen[1])
-        db0, db1 = (entry.octets[0] - t.seen[2], entry.octets[1] - t.seen[3])
+        if t.ab is None:
+            t.ab = self._directions(st, t.view, entry.first_dir)
         f = st.flow
         m = f.metric
-        ab = t.ab_dir
-        ab_p, ba_p = (dp0, dp1) if ab == 0 else (dp1, dp0)
-        ab_b, ba_b = (db0, db1) if ab == 0 else (db1, db0)
-        m.ab_packets += ab_p
-        m.ab_bytes += ab_b
-        m.ba_packets += ba_p
-        m.ba_bytes += ba_b
+        for d in (0, 1):
+            packets, octets = entry.packets[d] - t.seen[d], entry.octets[d] - t.seen[2 + d]
+            if t.ab[d]:
+                m.ab_packets += packets
+                m.ab_bytes += octets
+            else:
+                m.ba_packets += packets
+                m.ba_bytes += octets
         last = (entry.last_ns + offset_ns) // 1_000_000
         if last > f.last:
             f.last = m.last = last
-        self._marks(st, entry, ab, offset_ns)
+        self._marks(st, entry, t.ab, offset_ns)
         st.updated = True
         table.touch(t.key)
         t.seen = (*entry.packets, *entry.octets)
         t.last_ns = entry.last_ns
         return st
 
+    def _directions(self, st: FlowState, v: View, first_dir: int) -> tuple[bool, bool]:
+        """Which of an entry's two directions count AB in flow `st`: `is_ab` on its
+        first packet and on that packet reversed (so identical endpoints follow
+        afpacket's rules too)."""
+        opts = self.table.opts
+        first, other = is_ab(st, v, opts), is_ab(st, reverse(v), opts)
+        return (first, other) if first_dir == 0 else (other, first)
+
     def _create(self, t: _Tracked, entry: KernelEntry, offset_ns: int) -> FlowState:
         """A flow from the entry's first packet, as afpacket creates one from a packet."""
         table = self.table
-        if t.ab_dir < 0:  # the entry is new: its first packet starts the flow
+        t.ab = None
+        if t.seen == (0, 0, 0, 0):  # the entry is new: its first packet starts the flow
             st = table.feed_view(t.view, t.path, entry.first_len, entry.first_ns + offset_ns,
                                  t.frame)
             d = entry.first_dir
@@ -204,10 +221,10 @@ class KernelFlows:
             st = table.feed_view(t.view, t.path, 0, t.last_ns + offset_ns, t.frame)
             m = st.flow.metric
             m.ab_packets = m.ab_bytes = m.ba_packets = m.ba_bytes = 0
-        t.ab_dir = entry.first_dir
         return st
 
-    def _marks(self, st: FlowState, entry: KernelEntry, ab: int, offset_ns: int) -> None:
+    def _marks(self, st: FlowState, entry: KernelEntry, ab: tuple[bool, bool],
+               offset_ns: int) -> None:
         """SYN/FIN/RST times, RTT and FinishType (flowstate.tcp_flags' rules)."""
         f = st.flow
         tm = f.tcp_metric if self.table.opts.extra_tcp_metric else None
@@ -216,7 +233,7 @@ class KernelFlows:
             return (ns + offset_ns) // 1_000_000
 
         for d in (0, 1):
-            side = "ab" if d == ab else "ba"
+            side = "ab" if ab[d] else "ba"
             if entry.fin[d]:
                 if side == "ab":
                     st.fin_ab = True
@@ -241,7 +258,8 @@ class KernelFlows:
     def orphans(self) -> list[bytes]:
         """Kernel keys whose flow is no longer in the table (expired, evicted)."""
         table = self.table
-        return [k for k, t in self._tracked.items() if t.ab_dir >= 0 and table.get(t.key) is None]
+        return [k for k, t in self._tracked.items()
+                if t.ab is not None and table.get(t.key) is None]
 
     def forget(self, kkey: bytes) -> None:
         self._tracked.pop(kkey, None)
@@ -312,7 +330,7 @@ class EbpfProbe:
         offset = time.time_ns() - time.monotonic_ns()
         idle_before = time.monotonic_ns() - idle_ms * 1_000_000
         # Keys first: removing the key a walk stands on restarts the walk.
-        for kkey in list(flows.keys()):
+        for kkey in list(flows.iter_keys()):
             raw = flows.lookup(kkey)
             if raw is None:
                 continue

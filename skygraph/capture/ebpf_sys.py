@@ -26,6 +26,7 @@ MAP_UPDATE_ELEM = 2
 MAP_DELETE_ELEM = 3
 MAP_GET_NEXT_KEY = 4
 PROG_LOAD = 5
+PROG_TEST_RUN = 10
 MAP_LOOKUP_AND_DELETE_ELEM = 21
 
 # Map and program types, flags.
@@ -52,6 +53,8 @@ MAP_CREATE_ATTR = struct.Struct("=IIIIIII16s")  # type, key, value, max, flags, 
 ELEM_ATTR = struct.Struct("=I4xQQQ")  # map fd, key ptr, value/next-key ptr, flags
 PROG_LOAD_ATTR = struct.Struct("=IIQQIIQII16s")  # type, count, insns, license, log level/size/buf,
 # kern_version, flags, name
+TEST_RUN_ATTR = struct.Struct("=IIIIQQII")  # prog fd, retval, data size in/out, data in/out ptrs,
+# repeat, duration (ns per run)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -81,9 +84,11 @@ def syscall_number() -> int:
     return SYSCALL_NUMBERS[machine]
 
 
-def bpf(cmd: int, attr: bytes) -> int:
-    """One bpf() call; returns its result or raises OSError with the errno."""
-    buf = ctypes.create_string_buffer(attr.ljust(ATTR_SIZE, b"\0"), ATTR_SIZE)
+def bpf(cmd: int, attr: bytes | ctypes.Array[ctypes.c_char]) -> int:
+    """One bpf() call; returns its result or raises OSError with the errno.  A
+    ctypes buffer `attr` holds what the kernel wrote back into it afterwards."""
+    buf = (ctypes.create_string_buffer(attr.ljust(ATTR_SIZE, b"\0"), ATTR_SIZE)
+           if isinstance(attr, bytes) else attr)
     ret = _libc.syscall(ctypes.c_long(syscall_number()), ctypes.c_int(cmd), buf,
                         ctypes.c_uint(ATTR_SIZE))
     if ret < 0:
@@ -185,7 +190,7 @@ class Map:
             raise EBPFError(exc.errno or 0, f"delete in BPF map {self.name}") from None
         return True
 
-    def keys(self) -> Iterator[bytes]:
+    def iter_keys(self) -> Iterator[bytes]:
         """Every key (BPF_MAP_GET_NEXT_KEY from no key).  The map may change
         meanwhile: a deleted key makes the kernel restart from the first one,
         so a key can come twice; callers look each one up."""
@@ -243,6 +248,22 @@ def verifier_summary(log: str, lines: int = 6) -> str:
     kept = [ln for ln in log.strip().splitlines()
             if ln.strip() and not ln.startswith(("processed ", "verification time"))]
     return " | ".join(kept[-lines:])
+
+
+def run_program(prog_fd: int, data: bytes, repeat: int = 1) -> tuple[int, int]:
+    """Run a loaded program on `data` in the kernel (BPF_PROG_TEST_RUN): its return
+    value and the mean duration of a run in ns.  A socket filter sees an Ethernet
+    frame from its network header on (the kernel strips the link header)."""
+    buf = ctypes.create_string_buffer(data, len(data))
+    attr = ctypes.create_string_buffer(TEST_RUN_ATTR.pack(prog_fd, 0, len(data), 0,
+                                                          ctypes.addressof(buf), 0, repeat, 0),
+                                       ATTR_SIZE)
+    try:
+        bpf(PROG_TEST_RUN, attr)
+    except OSError as exc:
+        raise EBPFError(exc.errno or 0, "test run of a BPF program") from None
+    _fd, retval, _in, _out, _din, _dout, _repeat, duration = TEST_RUN_ATTR.unpack_from(attr.raw)
+    return retval, duration
 
 
 def attach_socket(sock: socket.socket, prog_fd: int) -> None:

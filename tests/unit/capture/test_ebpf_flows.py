@@ -8,7 +8,7 @@ import dataclasses
 import socket
 
 import pytest
-from scapy.layers.inet import ICMP, IP, TCP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 
@@ -109,6 +109,20 @@ def test_entries_the_kernel_keys_apart_feed_one_flow() -> None:
     (flow,) = table.flows()
     same(flow, afpacket([(request, 0), (reply, 1), (request, 10), (reply, 11)]))
     assert (flow.metric.ab_packets, flow.metric.ba_packets) == (2, 2)
+
+
+def test_identical_endpoints_follow_afpackets_direction_rules() -> None:
+    """Same address both ways: the kernel orders the ends by port (7 first), and
+    the directions follow afpacket's rule (AB iff Transport.A > source port)."""
+    def same_ip(sport: int, dport: int) -> Packet:
+        return Ether(src=A_MAC, dst=A_MAC) / IP(src="10.0.0.1", dst="10.0.0.1") / \
+            UDP(sport=sport, dport=dport) / Raw(b"u")
+    first, back = same_ip(9, 7), same_ip(7, 9)
+    kf, _ = kernel_flows()
+    e = entry(first, (2, 3), (2 * len(back), 3 * len(first)), 0, 4, first_dir=1)
+    st = kf.apply(b"k", e, OFFSET)
+    assert st is not None
+    same(st.flow, afpacket([(first, 0), (back, 1), (first, 2), (back, 3), (first, 4)]))
 
 
 def test_polls_add_deltas_and_unchanged_entries_are_not_news() -> None:
