@@ -49,7 +49,6 @@ from skygraph.capture.ebpf_sys import (
     attach_socket,
     load_program,
     per_cpu_sum,
-    verifier_summary,
 )
 from skygraph.capture.flowkey import keys
 from skygraph.capture.flowstate import FlowState, is_ab
@@ -309,10 +308,7 @@ class EbpfProbe:
             sock = run_in(netns, lambda: _bound_socket(netns, ifname, prog_fd))
         except EBPFError as exc:
             _close_all(flows, stats, prog_fd)
-            reason = exc.strerror or str(exc)
-            if exc.log:
-                reason += f"; the kernel's verifier refused it: {verifier_summary(exc.log)}"
-            raise ProbeError(reason) from exc
+            raise ProbeError(exc.strerror or str(exc)) from exc
         except OSError as exc:
             _close_all(flows, stats, prog_fd)
             where = f" in namespace {netns}" if netns else ""

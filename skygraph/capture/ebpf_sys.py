@@ -63,8 +63,8 @@ _libc.syscall.restype = ctypes.c_long
 class EBPFError(OSError):
     """A bpf() call failed.  `log` holds the verifier's output for a refused program."""
 
-    def __init__(self, err: int, what: str, log: str = "") -> None:
-        super().__init__(err, f"{what}: {describe(err)}")
+    def __init__(self, err: int, what: str, log: str = "", reason: str = "") -> None:
+        super().__init__(err, f"{what}: {reason or describe(err)}")
         self.what = what
         self.log = log
 
@@ -239,7 +239,8 @@ def load_program(insns: bytes, name: str, prog_type: int = PROG_TYPE_SOCKET_FILT
         return bpf(PROG_LOAD, attr)
     except OSError as exc:
         text = log.value.decode(errors="replace")
-        raise EBPFError(exc.errno or 0, f"loading BPF program {name}", text) from None
+        reason = f"the kernel's verifier refused it: {verifier_summary(text)}" if text.strip() else ""
+        raise EBPFError(exc.errno or 0, f"loading BPF program {name}", text, reason) from None
 
 
 def verifier_summary(log: str, lines: int = 6) -> str:

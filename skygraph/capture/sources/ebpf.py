@@ -62,6 +62,8 @@ class EbpfSource(Reader):
         self.idle_ms = int(extra.get("idle_ms") or DEFAULT_IDLE_MS)
         self.kernel_entries = int(extra.get("kernel_entries")
                                   or min(ctx.settings.max_entries, DEFAULT_KERNEL_ENTRIES))
+        if not 0 < self.kernel_entries < 1 << 32:
+            raise ctx.error(f"kernel_entries: {self.kernel_entries} is not a map size")
         build = extra.get("build")
         self._build: ProgramBuilder = build if callable(build) else self._flow_program
         self._probe: EbpfProbe | None = None

@@ -4,6 +4,7 @@ counters, a full kernel map, and the errors of a refused start."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import socket
@@ -27,7 +28,9 @@ from skygraph.capture.sources.base import CaptureError, CaptureSource
 from skygraph.capture.sources.ebpf import EbpfSource
 from skygraph.topology.flow import FinishType, Flow
 from skygraph.topology.netns import run_in
+from tests.conftest import run
 from tests.integration.capture.conftest import Collector, VethPair, context, running, sh
+from tests.integration.capture.test_capture_manager import Recorder, agent_graph, manager, until
 
 pytestmark = pytest.mark.root
 
@@ -231,8 +234,19 @@ def test_a_program_the_verifier_refuses_names_node_and_reason(pair: VethPair) ->
         source.start()
     message = str(info.value)
     assert f"node node-1 ({pair.a_if})" in message
-    assert "verifier refused it" in message and "R2 !read_ok" in message
+    assert "loading BPF program sg_flow_table: the kernel's verifier refused it: " in message
+    assert message.endswith("0: (bf) r0 = r2 | R2 !read_ok")
     assert not source.running
+
+
+def test_a_map_the_kernel_refuses_names_node_and_reason(pair: VethPair) -> None:
+    entries = (1 << 31) + 1  # more hash buckets than the kernel allows
+    source = EbpfSource(context({"Type": "ebpf"}, pair.metadata(), pair.a, Collector(),
+                                extra={"kernel_entries": entries}))
+    with pytest.raises(CaptureError) as info:
+        source.start()
+    assert str(info.value) == (f"capture on node node-1 ({pair.a_if}): creating BPF map sg_flows "
+                               f"({entries} entries of 48+264 bytes): Argument list too long")
 
 
 def test_missing_interface_and_refused_options(pair: VethPair) -> None:
@@ -323,3 +337,26 @@ def test_interface_removed_ends_the_capture_with_final_flows(pair: VethPair) -> 
         assert (echo.metric.ab_packets, echo.metric.ba_packets) == (2, 2)
     finally:
         source.stop()
+
+
+def test_the_agents_capture_manager_runs_ebpf_captures(pair: VethPair) -> None:
+    g = agent_graph(pair)
+    rec = Recorder()
+    m = manager(g, rec)
+    capture = {"UUID": "cap-e1", "GremlinQuery": "G.V().Has('Name', 'x')", "Type": "ebpf",
+               "Name": "kernel flows"}
+
+    async def scenario() -> None:
+        entry = await m.start(capture, "veth-a")
+        assert (entry["State"], entry["Type"], entry["Name"]) == ("active", "ebpf", "kernel flows")
+        await asyncio.to_thread(pair.ping, 3)
+        await until(lambda: rec.echo_packets() == 6)
+        await until(lambda: (rec.last("veth-a") or [{}])[0].get("PacketsReceived", 0) >= 6)
+        assert {f.capture_id for _, f in rec.flows} == {"cap-e1"}
+        refused = await m.start({**capture, "UUID": "cap-e2", "BPFFilter": "icmp"}, "veth-a")
+        assert refused["State"] == "error"
+        assert refused["Error"] == (f"capture on node veth-a ({pair.a_if}): the ebpf capture "
+                                    "type has no BPF filter (got 'icmp')")
+        await m.stop_all()
+        assert rec.last("veth-a") == []
+    run(scenario())
