@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from skygraph.capture.sources import afpacket, ebpf, pcap, pcapsocket
+from skygraph.capture.sources import afpacket, ebpf, ovsmirror, ovsnetflow, ovssflow, pcap, pcapsocket, sflow
 from skygraph.capture.sources.base import CaptureSource, SourceContext, SourceFactory
 
 FACTORIES: dict[str, SourceFactory] = {
@@ -18,6 +18,10 @@ FACTORIES: dict[str, SourceFactory] = {
     "ebpf": ebpf.make,
     "pcap": pcap.make,
     "pcapsocket": pcapsocket.make,
+    "sflow": sflow.make,
+    "ovsmirror": ovsmirror.make,
+    "ovsnetflow": ovsnetflow.make,
+    "ovssflow": ovssflow.make,
 }
 
 

@@ -17,11 +17,13 @@ and on stop reads what is left, flushes the table and calls `_close()`.
 from __future__ import annotations
 
 import logging
+import socket
 import struct
 import threading
 from collections.abc import Iterable
 from typing import Any
 
+from skygraph.capture.decoder import DecoderConfig, decode
 from skygraph.capture.fastpath import FastPath
 from skygraph.capture.pcapfile import Block, PcapInfo
 from skygraph.capture.sources.base import (
@@ -52,7 +54,8 @@ def open_target(ctx: SourceContext, node: CaptureNode, link_type: int,
         raise ctx.error(f"TargetType {spec.target_type!r}: this agent has no capture targets")
     request = TargetRequest(
         target_type=spec.target_type, target=spec.target, if_index=node.if_index,
-        name=node.name, agent_ip=agent_ip or ctx.agent.agent_ip, mac=node.mac,
+        name=node.name, agent_ip=agent_ip or ctx.agent.agent_ip or local_address(spec.target),
+        mac=node.mac,
         header_size=spec.header_size, sampling_rate=spec.sampling_rate,
         polling_interval=spec.polling_interval, session_id=spec.session_id,
         link_type=link_type)
@@ -60,6 +63,22 @@ def open_target(ctx: SourceContext, node: CaptureNode, link_type: int,
         return ctx.make_target(request)
     except (ValueError, OSError) as exc:
         raise ctx.error(f"TargetType {spec.target_type!r}: {exc}") from exc
+
+
+def local_address(target: str) -> str:
+    """This host's address towards `target` (`ip:port`), as the kernel routes it
+    ("" when it cannot tell): the agent address a target announces."""
+    endpoint = parse_target(target)
+    if endpoint is None:
+        return ""
+    host, port = endpoint
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((host, port or 9))  # UDP: no packet is sent
+            return str(s.getsockname()[0])
+    except (OSError, UnicodeError):
+        return ""
 
 
 def excluded(ctx: SourceContext) -> list[tuple[str, int]]:
@@ -83,6 +102,7 @@ class Pipeline:
             FlowTable(ctx.spec.options, ctx.settings, tid, link_type, packet_filter=packet_filter)
             if wants_table else None)
         self._fast = FastPath(self.table) if self.table is not None else None
+        self._decoder = DecoderConfig(ctx.spec.options.mpls_udp_port)
         self._closed = False
 
     # ---- packets ------------------------------------------------------------------
@@ -94,8 +114,10 @@ class Pipeline:
         if self._fast is not None:
             self._fast.run_blocks((block,), info, self.emit)
 
-    def feed(self, data: bytes, ts_ns: int, wire_length: int) -> None:
-        """One captured frame; the table ticks on packet time before it, as offline."""
+    def feed(self, data: bytes, ts_ns: int, wire_length: int,
+             link_type: int | None = None) -> None:
+        """One captured frame (`link_type`: its first layer when it is not the
+        capture's); the table ticks on packet time before it, as offline."""
         if self.packets_target:
             assert self.target is not None
             self.target.packets([(ts_ns, wire_length, data)])
@@ -104,7 +126,11 @@ class Pipeline:
             sent = table.tick(ts_ns // 1_000_000)
             if sent:
                 self.emit(sent)
-            table.feed(data, ts_ns, wire_length)
+            if link_type is None or link_type == table.link_type:
+                table.feed(data, ts_ns, wire_length)
+            else:
+                table.feed_decoded(data, decode(data, link_type, self._decoder), ts_ns,
+                                   wire_length)
 
     # ---- flows --------------------------------------------------------------------
     def next_due(self) -> int | None:

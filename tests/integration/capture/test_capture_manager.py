@@ -4,6 +4,8 @@ veth) and real namespaces: Captures metadata, counters, errors, stop, node remov
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -11,14 +13,19 @@ from typing import Any
 
 import pytest
 
+from skygraph.agent import target_factory
 from skygraph.capture.live import NODE_DOWN
 from skygraph.capture.manager import CaptureManager
 from skygraph.capture.options import TableSettings
+from skygraph.capture.sources.base import AgentCaptureSettings
+from skygraph.topology.embedded import free_port
 from skygraph.topology.flow import Flow, ICMPType
 from skygraph.topology.graph import Graph
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import EdgeAdded, NodeAdded, NodeDeleted, NodeUpdated
+from skygraph.topology.netns import run_in
 from tests.conftest import run
+from tests.integration.capture import sflow_builder as b
 from tests.integration.capture.conftest import VethPair, sh
 
 pytestmark = pytest.mark.root
@@ -33,6 +40,7 @@ class Recorder:
     def __init__(self) -> None:
         self.flows: list[tuple[str, Flow]] = []
         self.writes: list[tuple[str, list[dict[str, Any]]]] = []  # (node id, Captures)
+        self.metadata: list[tuple[str, str, Any]] = []  # (node id, key, value) of the types
         self._lock = threading.Lock()
 
     def on_flows(self, capture_id: str, flows: list[Flow]) -> None:
@@ -41,6 +49,9 @@ class Recorder:
 
     async def set_captures(self, node_id: str, entries: list[dict[str, Any]]) -> None:
         self.writes.append((node_id, entries))
+
+    async def set_node_metadata(self, node_id: str, key: str, value: Any) -> None:
+        self.metadata.append((node_id, key, value))
 
     def last(self, node_id: str) -> list[dict[str, Any]] | None:
         found = [entries for ident, entries in self.writes if ident == node_id]
@@ -208,3 +219,84 @@ def test_failed_start_retried_when_the_node_comes_up(pair: VethPair) -> None:
         await until(lambda: rec.echo_packets() == 4)
         await m.stop_all()
     run(scenario())
+
+
+def test_capture_types_through_the_manager(pair: VethPair) -> None:
+    """pcap, pcapsocket and sflow chosen from `Type`, their entries and node metadata;
+    an unknown type is an error entry naming it."""
+    g = agent_graph(pair)
+    node = g.nodes["veth-a"]
+    g.apply_nowait(NodeUpdated(node.with_(Metadata={**node.Metadata,
+                                                    "IPV4": [f"{pair.a_ip}/24"]})))
+    rec = Recorder()
+    tcp_port, udp_port = free_port(), free_port()
+    m = manager(g, rec, agent=AgentCaptureSettings(pcapsocket_ports=(tcp_port, tcp_port)),
+                set_node_metadata=rec.set_node_metadata)
+    sflow_capture = {**CAPTURE, "UUID": "cap-f", "Type": "sflow", "Port": udp_port,
+                     "BPFFilter": ""}
+
+    async def scenario() -> None:
+        pcap = await m.start({**CAPTURE, "UUID": "cap-p", "Type": "pcap"}, "veth-a")
+        assert pcap["State"] == "active" and pcap["Type"] == "pcap", pcap
+        sock = await m.start({**CAPTURE, "UUID": "cap-s", "Type": "pcapsocket",
+                              "BPFFilter": ""}, "veth-a")
+        assert sock["State"] == "active" and sock["PCAPSocket"] == f"127.0.0.1:{tcp_port}"
+        sflow = await m.start(sflow_capture, "veth-a")
+        assert sflow["State"] == "active" and sflow["SFlowSocket"] == f"{pair.a_ip}:{udp_port}"
+        unknown = await m.start({**CAPTURE, "UUID": "cap-x", "Type": "dpdk"}, "veth-a")
+        assert unknown["State"] == "error"
+        assert "capture type 'dpdk' is not supported by this agent" in unknown["Error"]
+        entries = {e["ID"]: e for e in rec.last("veth-a") or []}
+        assert entries["cap-s"]["PCAPSocket"] == sock["PCAPSocket"]
+        assert entries["cap-f"]["SFlowSocket"] == sflow["SFlowSocket"]
+        await asyncio.to_thread(pair.ping, 2)
+        await until(lambda: rec.echo_packets() == 4)
+        assert {c for c, _ in rec.flows} == {"cap-p"}
+        datagram = b.datagram([b.counter_sample([b.generic_counters(3, in_octets=700)])])
+        await asyncio.to_thread(run_in, pair.b, lambda: send_udp(datagram, pair.a_ip, udp_port))
+        await until(lambda: any(k == "SFlow" for _, k, _ in rec.metadata))
+        (ident, key, value), = rec.metadata
+        assert (ident, key) == ("veth-a", "SFlow")
+        assert value["IfMetrics"] == {"3": {"IfInOctets": 700}}
+        await m.stop("cap-f", "veth-a")
+        await m.flush_metadata()
+        assert rec.metadata[-1] == ("veth-a", "SFlow", None)
+        await m.stop_all()
+        assert rec.last("veth-a") == []
+    run(scenario())
+
+
+def send_udp(data: bytes, host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(data, (host, port))
+
+
+def test_capture_target_gets_the_flows_instead_of_the_agent(pair: VethPair) -> None:
+    """TargetType netflowv5: the capture's flows leave as NetFlow v5 to the target."""
+    g = agent_graph(pair)
+    rec = Recorder()
+    m = manager(g, rec, make_target=target_factory())
+    collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    collector.bind(("127.0.0.1", 0))
+    collector.settimeout(10)
+    target = f"127.0.0.1:{collector.getsockname()[1]}"
+
+    async def scenario() -> None:
+        entry = await m.start({**CAPTURE, "TargetType": "netflowv5", "Target": target}, "veth-a")
+        assert entry["State"] == "active", entry
+        bad = await m.start({**CAPTURE, "UUID": "cap-bad", "TargetType": "erspanv1",
+                             "Target": "127.0.0.1:0", "SessionID": 5000}, "veth-a")
+        assert bad["State"] == "error"
+        assert "TargetType 'erspanv1': SessionID: 5000 is not in 0..1023" in bad["Error"]
+        await asyncio.to_thread(pair.ping, 3)
+        data = await asyncio.to_thread(collector.recv, 65535)
+        version, count = struct.unpack_from("!HH", data)
+        assert version == 5 and count >= 1
+        src, dst = struct.unpack_from("!4s4s", data, 24)
+        assert {socket.inet_ntoa(src), socket.inet_ntoa(dst)} == {pair.a_ip, pair.b_ip}
+        await m.stop_all()
+        assert rec.flows == []  # nothing went to the analyzer
+    try:
+        run(scenario())
+    finally:
+        collector.close()

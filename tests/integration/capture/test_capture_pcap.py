@@ -3,12 +3,18 @@ libpcap's filter and counters, refusals with libpcap's message."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 
 import pytest
+from scapy.layers.inet import ICMP
+from scapy.layers.l2 import Ether
 
+from skygraph.agent import target_factory
 from skygraph.capture.libpcap import version
 from skygraph.capture.options import TableSettings
+from skygraph.capture.sflow_decode import decode
 from skygraph.capture.sources import source_for
 from skygraph.capture.sources.base import NODE_DOWN, CaptureError, CaptureSource
 from skygraph.capture.sources.pcap import PcapSource
@@ -89,3 +95,27 @@ def test_refuses_missing_interface_and_down_node(pair: VethPair) -> None:
     with pytest.raises(CaptureError, match="pcap cannot capture on a node of Type 'netns'"):
         source_for(context({"Type": "pcap"}, {**pair.metadata(), "Type": "netns"}, pair.a,
                            Collector()))
+
+
+def test_frames_go_to_a_packet_target_and_no_flow_to_the_sink(pair: VethPair) -> None:
+    """TargetType sflow: every captured frame leaves as an sFlow flow sample."""
+    collector = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    collector.bind(("127.0.0.1", 0))
+    collector.settimeout(0.5)
+    spec = {"Type": "pcap", "BPFFilter": "icmp", "TargetType": "sflow", "SamplingRate": 1,
+            "Target": f"127.0.0.1:{collector.getsockname()[1]}", "HeaderSize": 128}
+    headers: list[bytes] = []
+    try:
+        with running(spec, pair.metadata(), pair.a, make_target=target_factory()) as (src, sink):
+            pair.ping(2)
+            deadline = time.monotonic() + 10
+            while len(headers) < 4 and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    d = decode(collector.recv(65535))
+                    headers += [h.header for s in d.flow_samples for h in s.headers]
+            assert src.stats().packets_received == 4
+        assert sink.flows() == []
+    finally:
+        collector.close()
+    assert len(headers) == 4
+    assert all(bytes(Ether(h)[ICMP])[:1] in (b"\x08", b"\x00") for h in headers)
