@@ -31,6 +31,7 @@ from skygraph.api.service import Api
 from skygraph.config import Config
 from skygraph.graphql.app import make_app
 from skygraph.gremlin import Limits
+from skygraph.probes import fabric
 from skygraph.process import batch_writer, graph_connection, stop_on_signals
 from skygraph.rpc.model import InjectPacket, StartCapture, StopCapture, StopInjection
 from skygraph.rpc.server import RpcServer
@@ -157,6 +158,8 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
                                 flow_expire_s=cfg.flow.expire),
                   max_raw_packets=a.max_raw_packets)
         await api.load()
+        fabric_probe = fabric.FabricProbe(api, fabric.parse(cfg.analyzer.topology.fabric))
+        await fabric_probe.start()
         sink = FlowSink(FlowStore(handle.store, retention_s=cfg.flow.retention),
                         publish=api.flow_bus.publish)
         await sink.start()
@@ -202,6 +205,7 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             expiry.cancel()
+            await fabric_probe.stop()
             await orchestrator.stop()
             await rpc.stop()
             server.should_exit = True

@@ -99,12 +99,20 @@ class RpcSection:
 
 
 @dataclass(frozen=True)
+class AnalyzerTopologySection:
+    # Skydive's fabric lines (SPEC §1a): "TOR1[Name=tor1] -> TOR1_PORT1",
+    # "TOR1_PORT1 -> *[Type=host,Name=agent1]/eth1" (skygraph/probes/fabric.py)
+    fabric: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AnalyzerSection:
     listen: str = "127.0.0.1:8082"
     rpc: RpcSection = field(default_factory=RpcSection)
     auth: AuthSection = field(default_factory=AuthSection)
     tls: TlsSection = field(default_factory=TlsSection)
     api: ApiSection = field(default_factory=ApiSection)
+    topology: AnalyzerTopologySection = field(default_factory=AnalyzerTopologySection)
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,12 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
                           "(cert_file/key_file/server_name set without it)")
     for name in ("pcapsocket_ports", "sflow_ports", "netflow_ports"):
         port_range(getattr(cfg.agent.capture, name), f"agent.capture.{name}")
+    if cfg.analyzer.topology.fabric:
+        from skygraph.probes import fabric
+        try:
+            fabric.parse(cfg.analyzer.topology.fabric)
+        except fabric.FabricError as exc:
+            raise ConfigError(str(exc)) from None
     env = os.environ if env is None else env
     return override(cfg, **{k: env.get(f"SKYGRAPH_GRAPH_{k.upper()}")
                             for k in ("uri", "user", "password", "database")})
