@@ -62,6 +62,9 @@ DEFAULT_KERNEL_ENTRIES = 65_536
 ETH_P_ALL = 0x0003
 _VLAN_TAG = struct.Struct("!HH")
 _U32 = struct.Struct("=I")
+_LAST_NS = struct.Struct("=Q")
+LAST_NS_AT = FLOW_VALUE.offset("last_ns")
+SIGNATURE = FLOW_VALUE.offset("syn0")  # packets, bytes, first and last times
 
 # Builds the socket program from the flow map's and the statistics map's descriptors.
 ProgramBuilder = Callable[[int, int], Program]
@@ -121,6 +124,7 @@ class _Tracked:
     ab: tuple[bool, bool] | None = None  # direction d counted AB? (None: not mapped yet)
     seen: tuple[int, int, int, int] = (0, 0, 0, 0)  # packets0/1, bytes0/1 already counted
     last_ns: int = 0
+    signature: bytes = b""  # the value's counters and times when last applied
 
 
 def reverse(v: View) -> View:
@@ -254,6 +258,19 @@ class KernelFlows:
         if f.metric.rtt == 0 and entry.rtt_start and entry.rtt_end > entry.rtt_start:
             f.metric.rtt = entry.rtt_end - entry.rtt_start
 
+    def apply_raw(self, kkey: bytes, raw: bytes, offset_ns: int) -> FlowState | None:
+        """`apply` on a raw map value, skipping (without decoding it) a value whose
+        counters and times did not change since the last call."""
+        t = self._tracked.get(kkey)
+        signature = raw[:SIGNATURE]
+        if t is not None and t.signature == signature:
+            return None
+        st = self.apply(kkey, KernelEntry.unpack(raw), offset_ns)
+        t = self._tracked.get(kkey)
+        if t is not None:
+            t.signature = signature
+        return st
+
     def orphans(self) -> list[bytes]:
         """Kernel keys whose flow is no longer in the table (expired, evicted)."""
         table = self.table
@@ -325,23 +342,17 @@ class EbpfProbe:
         flows = self.flows
         offset = time.time_ns() - time.monotonic_ns()
         idle_before = time.monotonic_ns() - idle_ms * 1_000_000
-        # Keys first: removing the key a walk stands on restarts the walk.
-        for kkey in list(flows.iter_keys()):
-            raw = flows.lookup(kkey)
-            if raw is None:
-                continue
-            entry = KernelEntry.unpack(raw)
-            if entry.last_ns < idle_before:
-                raw = flows.lookup_and_delete(kkey)
-                if raw is not None:
-                    kernel.apply(kkey, KernelEntry.unpack(raw), offset)
-                kernel.forget(kkey)
+        idle: list[bytes] = []
+        # The whole map first: removing entries while walking it restarts the walk.
+        for kkey, raw in list(flows.items()):
+            if _LAST_NS.unpack_from(raw, LAST_NS_AT)[0] < idle_before:
+                idle.append(kkey)
             else:
-                kernel.apply(kkey, entry, offset)
-        for kkey in kernel.orphans():
-            raw = flows.lookup_and_delete(kkey)
-            if raw is not None:  # what came since the last poll starts a new flow
-                kernel.apply(kkey, KernelEntry.unpack(raw), offset)
+                kernel.apply_raw(kkey, raw, offset)
+        for kkey in idle + kernel.orphans():
+            last = flows.lookup_and_delete(kkey)
+            if last is not None:  # for an orphan: what came since the last poll, a new flow
+                kernel.apply_raw(kkey, last, offset)
             kernel.forget(kkey)
 
     def detach(self) -> None:

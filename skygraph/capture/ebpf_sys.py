@@ -28,6 +28,7 @@ MAP_GET_NEXT_KEY = 4
 PROG_LOAD = 5
 PROG_TEST_RUN = 10
 MAP_LOOKUP_AND_DELETE_ELEM = 21
+MAP_LOOKUP_BATCH = 24
 
 # Map and program types, flags.
 MAP_TYPE_HASH = 1
@@ -51,6 +52,8 @@ NAME_LEN = 16
 ATTR_SIZE = 144
 MAP_CREATE_ATTR = struct.Struct("=IIIIIII16s")  # type, key, value, max, flags, inner fd, numa, name
 ELEM_ATTR = struct.Struct("=I4xQQQ")  # map fd, key ptr, value/next-key ptr, flags
+BATCH_ATTR = struct.Struct("=QQQQIIQQ")  # in/out batch ptrs, keys, values, count, map fd, flags x2
+BATCH_COUNT_AT = 32
 PROG_LOAD_ATTR = struct.Struct("=IIQQIIQII16s")  # type, count, insns, license, log level/size/buf,
 # kern_version, flags, name
 TEST_RUN_ATTR = struct.Struct("=IIIIQQII")  # prog fd, retval, data size in/out, data in/out ptrs,
@@ -210,6 +213,46 @@ class Map:
             key = nxt.raw
             seen += 1
             yield key
+
+    def items(self, batch: int = 256) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value), `batch` at a time (BPF_MAP_LOOKUP_BATCH, kernel 5.6+;
+        older kernels: key by key).  Entries added meanwhile may be missed.  Not for
+        per-CPU maps."""
+        assert not self.per_cpu
+        keys = ctypes.create_string_buffer(self.key_size * batch)
+        values = ctypes.create_string_buffer(self.value_size * batch)
+        cursor_in = ctypes.create_string_buffer(8)
+        cursor_out = ctypes.create_string_buffer(8)
+        first = True
+        while True:
+            attr = ctypes.create_string_buffer(BATCH_ATTR.pack(
+                0 if first else ctypes.addressof(cursor_in), ctypes.addressof(cursor_out),
+                ctypes.addressof(keys), ctypes.addressof(values), batch, self.fd, 0, 0), ATTR_SIZE)
+            done = False
+            try:
+                bpf(MAP_LOOKUP_BATCH, attr)
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP) and first:
+                    yield from self._items_one_by_one()
+                    return
+                if exc.errno != errno.ENOENT:  # ENOENT: the last (maybe empty) batch
+                    raise EBPFError(exc.errno or 0, f"reading BPF map {self.name}") from None
+                done = True
+            count = struct.unpack_from("=I", attr, BATCH_COUNT_AT)[0]
+            k, v = keys.raw, values.raw
+            for i in range(count):
+                yield (k[i * self.key_size:(i + 1) * self.key_size],
+                       v[i * self.value_size:(i + 1) * self.value_size])
+            if done:
+                return
+            ctypes.memmove(cursor_in, cursor_out, 8)
+            first = False
+
+    def _items_one_by_one(self) -> Iterator[tuple[bytes, bytes]]:
+        for key in list(self.iter_keys()):
+            value = self.lookup(key)
+            if value is not None:
+                yield key, value
 
     def close(self) -> None:
         if self.fd >= 0:

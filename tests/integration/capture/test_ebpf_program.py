@@ -72,9 +72,7 @@ class Kernel:
 
     def entries(self) -> dict[Key, KernelEntry]:
         out = {}
-        for raw_key in self.flows.iter_keys():
-            raw = self.flows.lookup(raw_key)
-            assert raw is not None
+        for raw_key, raw in self.flows.items():
             lo, hi, port_lo, port_hi, icmp, ethertype, proto, frag = \
                 FLOW_KEY.struct.unpack(raw_key)
             family = socket.AF_INET if ethertype == 0x0800 else socket.AF_INET6
@@ -174,5 +172,16 @@ def test_a_full_map_counts_what_it_could_not_keep() -> None:
         (e,) = k.entries().values()
         assert e.packets == (1, 1)
         assert (k.stat(STAT_PACKETS), k.stat(STAT_MAP_FULL)) == (4, 2)
+    finally:
+        k.close()
+
+
+def test_the_map_is_read_in_batches_and_key_by_key_alike() -> None:
+    k = Kernel(entries=1024)
+    try:
+        k.run(*(IP(src=A, dst=B) / UDP(sport=1000 + i, dport=53) for i in range(600)))
+        batched = dict(k.flows.items(batch=64))
+        assert len(batched) == 600
+        assert batched == {key: k.flows.lookup(key) for key in k.flows.iter_keys()}
     finally:
         k.close()

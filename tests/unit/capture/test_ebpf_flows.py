@@ -211,6 +211,20 @@ def test_the_table_must_be_in_l3_mode() -> None:
         KernelFlows(FlowTable(CaptureOptions(layer_key_mode="L2")))
 
 
+def test_raw_values_unchanged_since_the_last_poll_are_not_decoded() -> None:
+    head = bytes(ab(ICMP()))
+
+    def raw(packets: int, last_ms: int) -> bytes:
+        return FLOW_VALUE.pack(packets0=packets, bytes0=packets * len(head), first_ns=at(0),
+                               last_ns=at(last_ms), head_len=len(head), first_len=len(head),
+                               head=head)
+    kf, _ = kernel_flows()
+    assert kf.apply_raw(b"k", raw(1, 0), OFFSET) is not None
+    assert kf.apply_raw(b"k", raw(1, 0), OFFSET) is None
+    st = kf.apply_raw(b"k", raw(4, 30), OFFSET)
+    assert st is not None and (st.flow.metric.ab_packets, st.flow.last) == (4, T + 30)
+
+
 def test_entry_unpacks_the_kernel_value() -> None:
     head = bytes(ab(ICMP()))
     raw = FLOW_VALUE.pack(packets0=3, packets1=4, bytes0=300, bytes1=400, first_ns=10, last_ns=20,
