@@ -111,6 +111,10 @@ class FlowTable:
         self.packets += 1
         return st
 
+    def add(self, st: FlowState) -> None:
+        """A flow built outside the packet path (NetFlow records); the LRU cap applies."""
+        self._insert(st)
+
     def _insert(self, st: FlowState) -> None:
         if len(self._flows) >= self.settings.max_entries:
             self._flows.popitem(last=False)

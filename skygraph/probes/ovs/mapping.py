@@ -38,6 +38,9 @@ STATISTICS: Mapping[str, str] = {
     "rx_over_err": "RxOverErrors", "rx_packets": "RxPackets", "tx_bytes": "TxBytes",
     "tx_dropped": "TxDropped", "tx_errors": "TxErrors", "tx_packets": "TxPackets",
 }
+# external_ids key of a mirror port an ovsmirror capture made: the mirrored port's
+# UUID (skygraph.capture.ovsdb.MIRROR_OF; capture and probes share no module).
+MIRROR_OF = "skygraph-mirror-of"
 BRIDGE_KEYS = frozenset({"Name", "UUID", "Type", "Ovs", "ExtID"})
 PORT_KEYS = frozenset({"Name", "UUID", "Type", "Ovs", "ExtID", "BondMode", "LACP", "Vlans"})
 
@@ -62,6 +65,7 @@ class Desired:
     ports: dict[str, tuple[str, dict[str, Any]]]   # uuid -> (bridge uuid, metadata)
     interfaces: dict[str, tuple[InterfaceFacts, dict[str, Any]]]
     patches: list[tuple[str, str]]                 # (interface uuid, peer uuid), once per pair
+    mirrors: list[tuple[str, str]] = field(default_factory=list)  # (mirror port, mirrored port)
 
 
 def _one(value: Any) -> Any:
@@ -173,4 +177,7 @@ def desired(snap: Snapshot) -> Desired:
         peer = by_name.get((snap.interfaces[u].get("options") or {}).get("peer", ""))
         if peer is not None and interfaces[peer][0].type == "patch" and u < peer:
             patches.append((u, peer))
-    return Desired(bridges, ports, interfaces, sorted(patches))
+    mirrors = sorted((u, str((r.get("external_ids") or {}).get(MIRROR_OF)))
+                     for u, r in snap.ports.items() if u in ports
+                     and (r.get("external_ids") or {}).get(MIRROR_OF) in ports)
+    return Desired(bridges, ports, interfaces, sorted(patches), mirrors)

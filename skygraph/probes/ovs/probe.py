@@ -26,6 +26,8 @@ from skygraph.topology import ids
 from skygraph.topology.graph import wall_clock_ms
 from skygraph.topology.model import LAYER2, OWNERSHIP
 
+MIRRORING = "mirroring"
+
 log = logging.getLogger("skygraph.probes.ovs")
 
 Link = tuple[str, str, str, str]  # parent, child, relation, Type ("" for none)
@@ -110,6 +112,8 @@ class OvsProbe:
                 links.add((self.node_id(facts.port), nid, LAYER2, ""))
         for a, b in want.patches:
             links.add((interfaces[a], interfaces[b], LAYER2, "patch"))
+        for mirror, mirrored in want.mirrors:  # an ovsmirror capture's output port
+            links.add((self.node_id(mirror), self.node_id(mirrored), MIRRORING, ""))
         for u, nid in interfaces.items():
             br = want.interfaces[u][0].bridge
             owner = self.writer.owner(nid)
