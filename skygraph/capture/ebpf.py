@@ -228,7 +228,8 @@ class KernelFlows:
 
     def _marks(self, st: FlowState, entry: KernelEntry, ab: tuple[bool, bool],
                offset_ns: int) -> None:
-        """SYN/FIN/RST times, RTT and FinishType (flowstate.tcp_flags' rules)."""
+        """TCP flags ORed per direction, SYN/FIN/RST times, RTT and FinishType
+        (flowstate.tcp_flags' rules)."""
         f = st.flow
         tm = f.tcp_metric if self.table.opts.extra_tcp_metric else None
 
@@ -237,6 +238,10 @@ class KernelFlows:
 
         for d in (0, 1):
             side = "ab" if ab[d] else "ba"
+            if side == "ab":
+                f.ab_tcp_flags |= entry.tcp_flags[d] & 0xFF
+            else:
+                f.ba_tcp_flags |= entry.tcp_flags[d] & 0xFF
             if entry.fin[d]:
                 if side == "ab":
                     st.fin_ab = True

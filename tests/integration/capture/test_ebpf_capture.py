@@ -108,6 +108,7 @@ def assert_same_flow(ours: Flow, theirs: Flow) -> None:
     assert ours.transport == theirs.transport and ours.icmp == theirs.icmp
     assert ours.node_tid == theirs.node_tid and ours.capture_id == theirs.capture_id
     assert ours.finish_type == theirs.finish_type
+    assert (ours.ab_tcp_flags, ours.ba_tcp_flags) == (theirs.ab_tcp_flags, theirs.ba_tcp_flags)
     # Same key, so the same UUID whenever the first packet has the same millisecond.
     assert abs(ours.start - theirs.start) <= 5
     if ours.start == theirs.start:
@@ -143,6 +144,7 @@ def test_ping_and_tcp_flows_match_afpacket_in_l3_mode(pair: VethPair) -> None:
     tm = tcp.tcp_metric
     assert tm is not None and tm.ab_syn_start and tm.ba_syn_start and tm.ab_fin_start
     assert tm.ab_syn_ttl == 64 and tm.ba_syn_ttl == 64
+    assert (tcp.ab_tcp_flags, tcp.ba_tcp_flags) == (0x1B, 0x1B)  # SYN ACK PSH FIN both ways
     assert tcp.uuid == flow_uuid(int(tcp.tracking_id, 16), tcp.start, tcp.node_tid)
     # Every packet the program saw is in a flow (none lost to a full map).
     stats = eb.stats()

@@ -182,12 +182,14 @@ def test_tcp_flag_times_give_finish_type_rtt_and_tcp_metric() -> None:
     e = entry(syn, (4, 2), (sum(len(p) for p, _ in packets if p[IP].src == "10.0.0.1"),
                             len(synack) + len(fin_b)), 0, 9,
               syn=(at(0), at(1)), fin=(at(7), at(8)), syn_ttl=(64, 63), rtt_start=at(0),
-              rtt_end=at(1))
+              rtt_end=at(1), tcp_flags=(0x13, 0x13))
     st = kf.apply(b"k", e, OFFSET)
     assert st is not None
     theirs = afpacket(packets, opts)
     same(st.flow, theirs)
     assert st.flow.finish_type == theirs.finish_type == FinishType.TCP_FIN
+    assert (st.flow.ab_tcp_flags, st.flow.ba_tcp_flags) == \
+        (theirs.ab_tcp_flags, theirs.ba_tcp_flags) == (0x13, 0x13)
     tm = st.flow.tcp_metric
     assert tm is not None and (tm.ab_syn_start, tm.ba_syn_start) == (T, T + 1)
     assert (tm.ab_syn_ttl, tm.ba_syn_ttl, tm.ab_fin_start, tm.ba_fin_start) == (64, 63, T + 7, T + 8)
