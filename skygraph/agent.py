@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from skygraph.capture import ovsdb as capture_ovsdb
 from skygraph.capture.injector import InjectionManager
 from skygraph.capture.manager import CaptureManager
 from skygraph.capture.options import CaptureOptions, TableSettings
@@ -42,6 +43,7 @@ from skygraph.rpc.tls import ClientTLS
 from skygraph.topology.bus import EventBus
 from skygraph.topology.errors import NotFoundError
 from skygraph.topology.flow import Flow
+from skygraph.topology.flowschema import wire_json
 from skygraph.topology.graph import Graph
 from skygraph.topology.mutations import MetadataOp, NodePartiallyUpdated, StoreMutation
 from skygraph.topology.store import BatchWriter, GraphStore
@@ -171,6 +173,17 @@ def capture_settings(cfg: Config) -> AgentCaptureSettings:
         ovsdb=cfg.ovs.ovsdb)
 
 
+def remove_stale_ovs_rows(address: str, timeout: float = 5.0) -> None:
+    """Take out the OVSDB rows of OVS captures an earlier agent left (it crashed)."""
+    try:
+        removed = capture_ovsdb.remove_stale(address, timeout=timeout)
+    except capture_ovsdb.OvsdbError as exc:
+        log.info("stale OVS capture rows not looked for: %s", exc)
+        return
+    if removed:
+        log.info("ovsdb %s: %d stale capture rows removed", address, removed)
+
+
 def target_factory() -> TargetFactory | None:
     """Capture targets (skygraph.exporters) for captures with a TargetType; None
     while the exporters package is absent (such captures then fail, naming it)."""
@@ -200,7 +213,7 @@ async def run_connected(cfg: Config, stop: asyncio.Event, root_path: str | None 
     probes = Probes(graph, host_id, cfg, root_path)
 
     def on_flows(capture_id: str, flows: list[Flow]) -> None:   # capture reader threads
-        docs = [f.to_json() for f in flows]
+        docs = [wire_json(f) for f in flows]   # with the packets kept (RawPacketLimit)
         loop.call_soon_threadsafe(client.flows, capture_id, docs)
 
     async def set_captures(node_id: str, entries: list[dict[str, Any]]) -> None:
@@ -259,9 +272,14 @@ async def run_connected(cfg: Config, stop: asyncio.Event, root_path: str | None 
 
     sub = bus.subscribe()
     tasks: list[asyncio.Task[None]] = []
+    # Before the analyzer link: no capture of this agent has rows yet.
+    stale = (asyncio.create_task(asyncio.to_thread(remove_stale_ovs_rows, cfg.ovs.ovsdb))
+             if probes.ovs is not None else None)
     try:
         await probes.start()
         await probes.synced()
+        if stale is not None:
+            await stale
         tasks = [asyncio.create_task(forward(sub), name="agent forward"),
                  asyncio.create_task(client.run(), name="analyzer link"),
                  asyncio.create_task(report_stats(), name="capture stats")]

@@ -86,6 +86,11 @@ def parser() -> argparse.ArgumentParser:
     from skygraph.capture import offline
     f = sub.add_parser("flows", help="decode a pcap file into flows (offline)")
     offline.add_arguments(f)
+
+    from skygraph.lab import commands as lab
+    lb = sub.add_parser("lab", help="Skydive's three-node lab on this machine (as root): an "
+                                    "analyzer, two agents with Open vSwitch joined by GRE")
+    lab.add_arguments(lb, _graph_flags)
     return p
 
 
@@ -128,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "flows":
             from skygraph.capture import offline
             return int(offline.run(args))
+        if args.command == "lab":
+            from skygraph.lab import commands as lab
+            return lab.run(args, cfg)
     except (ConfigError, TopologyError, OSError, ValueError, RuntimeError) as exc:
         print(f"skygraph: {exc}", file=sys.stderr)
         return 1
@@ -240,10 +248,11 @@ async def _graph(cfg: Config, args: argparse.Namespace) -> int:
 
 
 async def _query(cfg: Config, args: argparse.Namespace) -> int:
+    from skygraph.api.service import compile_bpf
     from skygraph.gremlin import cli as gremlin_cli
     from skygraph.process import graph_connection
     async with graph_connection(cfg) as handle:
-        return await gremlin_cli.run_async(args, handle.store.read)
+        return await gremlin_cli.run_async(args, handle.store.read, compile_bpf=compile_bpf)
 
 
 def parse_time(text: str, now_ms: int | None = None) -> int:

@@ -221,14 +221,29 @@ def run_inject(args: argparse.Namespace) -> int:
     return 0
 
 
+ACCEPT = {"json": "application/json", "dot": "text/vnd.graphviz",
+          "pcap": "application/vnd.tcpdump.pcap"}
+
+
 def run_query(args: argparse.Namespace, gremlin: str, fmt: str) -> int:
-    """`skygraph query --analyzer ...`: POST /api/topology; prints JSON or DOT."""
+    """`skygraph query --analyzer ...`: POST /api/topology; writes JSON, DOT or a pcap
+    (Skydive's `--format pcap` download of a RawPackets() result) to stdout or -o FILE."""
+    output = getattr(args, "output", "-") or "-"
+    if fmt == "pcap" and output == "-" and sys.stdout.isatty():
+        raise ClientError("a pcap is binary: redirect the output (> icmp.pcap) or give -o FILE")
     client = client_from_args(args)
-    accept = "text/vnd.graphviz" if fmt == "dot" else "application/json"
-    status, raw = client.request("POST", "/api/topology", {"GremlinQuery": gremlin}, accept)
-    if fmt == "dot":
-        sys.stdout.write(raw.decode())
-    elif status != 204:
-        json.dump(json.loads(raw), sys.stdout, indent=None if fmt == "json" else 2)
-        sys.stdout.write("\n")
+    status, raw = client.request("POST", "/api/topology", {"GremlinQuery": gremlin},
+                                 ACCEPT.get(fmt, "application/json"))
+    data: bytes = raw
+    if fmt == "json" and status != 204:
+        data = (json.dumps(json.loads(raw), indent=None) + "\n").encode()
+    elif fmt == "json":
+        data = b""
+    if output != "-":
+        with open(output, "wb") as fh:
+            fh.write(data)
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
     return 0

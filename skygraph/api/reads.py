@@ -2,8 +2,9 @@
 
 Owns what GraphQL (and anything else that does not speak Gremlin) asks the
 store: a node by ID, pages of nodes or edges matching a `NodeFilter` /
-`EdgeFilter`, and the incident edges or neighbours of many nodes in one query
-(for dataloaders). Every read can look at the live graph, at a time point
+`EdgeFilter`, the incident edges or neighbours of many nodes in one query
+(for dataloaders), and the interface metrics (`LastUpdateMetric`) every
+revision of matching nodes held. Every read can look at the live graph, at a time point
 (`at`, the one revision visible then) or at a time slice (`during`, every
 revision alive in it), over live and archived revisions (history.py).
 
@@ -280,6 +281,24 @@ def edges_page_query(f: EdgeFilter | None, when: When, after: str | None, limit:
             {**params.values, **when.params()})
 
 
+def node_metrics_query(f: NodeFilter | None, prefix: str, since: int | None,
+                       until: int | None, limit: int) -> Query:
+    """The metric `prefix` (`LastUpdateMetric`, `Ovs.LastUpdateMetric`...) of every
+    revision (live and archived) of the nodes matching `f`, whose window lies in
+    [since, until] (either bound optional)."""
+    params = Params()
+    start = f"n.{schema.quote(prefix + '.Start')}"
+    conds = [*conditions(f, "n", params), f"{start} IS NOT NULL"]
+    if since is not None:
+        conds.append(f"{start} >= {params.add(since)}")
+    if until is not None:
+        conds.append(f"n.{schema.quote(prefix + '.Last')} <= {params.add(until)}")
+    lim = params.add(limit)
+    return (f"CALL {{ MATCH (n:{NODE}){_where(conds)} RETURN n UNION ALL "
+            f"MATCH (n:{ARCHIVED_NODE}){_where(conds)} RETURN n }} "
+            f"WITH n LIMIT {lim} RETURN n.ID AS id, properties(n) AS p", {**params.values})
+
+
 def nodes_by_ids_query(when: When) -> str:
     """Nodes by `$ids` (one row per visible revision)."""
     if when.live:
@@ -468,6 +487,33 @@ class Reads:
         for nodes in result.values():
             nodes.sort(key=lambda n: (n.ID, n.UpdatedAt, n.Revision))
         return result
+
+
+    async def node_metrics(self, filter: NodeFilter | None, prefix: str = "LastUpdateMetric",
+                           since: int | None = None, until: int | None = None
+                           ) -> list[tuple[str, dict[str, Any]]]:
+        """(node ID, metric) of every revision of the matching nodes that held the
+        metric `prefix` in [since, until]; one per node and `Start`, by `Start`."""
+        cypher, params = node_metrics_query(filter, prefix, since, until,
+                                            self.limits.max_results + 1)
+        rows = await self._rows(cypher, params)
+        self._capped(rows, "metrics")
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        for row in rows:
+            metric = _lookup(schema.from_properties(row["p"]), prefix)
+            if isinstance(metric, dict):
+                out.setdefault((str(row["id"]), int(metric.get("Start") or 0)), metric)
+        return [(ident, m) for (ident, _), m in sorted(out.items(), key=lambda kv: (
+            kv[0][1], kv[0][0]))]
+
+
+def _lookup(meta: Mapping[str, Any], path: str) -> Any:
+    cur: Any = meta
+    for part in path.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
 
 
 def _page(items: list[Any], first: int) -> Page[Any]:

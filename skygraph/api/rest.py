@@ -2,8 +2,9 @@
 clients and scripts (the `skydive-client` package among them).
 
 Owns the routes, status codes and body shapes: `GET /api`, `GET /api/status`,
-`GET|POST /api/topology` (Gremlin; JSON, or DOT with
-`Accept: text/vnd.graphviz`), the generic resource semantics for captures,
+`GET|POST /api/topology` (Gremlin; JSON, DOT with
+`Accept: text/vnd.graphviz`, or a capture file of a `RawPackets()` result with
+`Accept: application/vnd.tcpdump.pcap`), the generic resource semantics for captures,
 nodes and edges (`GET` a map id -> resource, `POST` 201/400/409,
 `GET|DELETE /<id>` 404 when unknown, `X-Resource-TTL`, JSON or YAML bodies,
 captures not updatable), and `POST /login`. User errors answer 4xx with a
@@ -29,7 +30,7 @@ from skygraph.api.auth import COOKIE, Authenticator
 from skygraph.api.captures import CaptureDuplicate, CaptureInvalid
 from skygraph.api.injections import Injections, Unavailable
 from skygraph.api.service import Api
-from skygraph.gremlin import GremlinError
+from skygraph.gremlin import GremlinError, packets
 from skygraph.gremlin.dot import NotRenderable, render
 from skygraph.gremlin.timeparse import parse_duration_ms
 from skygraph.topology.errors import NotFoundError, StoreUnavailable, ValidationError
@@ -50,6 +51,7 @@ log = logging.getLogger("skygraph.api")
 
 DOT = "text/vnd.graphviz"
 PCAP = "application/vnd.tcpdump.pcap"
+PCAPNG = "application/x-pcapng"  # a download mixing link types tcpdump cannot share a file
 MAX_BODY = 16 * 1024 * 1024
 PERMISSIONS = {r: ["read", "write"] for r in ("capture", "topology", "status", "node", "edge",
                                               "injectpacket")}
@@ -184,8 +186,14 @@ class RestApi:
             except NotRenderable as exc:
                 raise HTTPError(406, f"{DOT}: {exc}") from None
         if PCAP in accept:
-            raise HTTPError(406, f"{PCAP}: the result holds no raw packets (RawPackets() "
-                                 f"needs flow storage, which this analyzer has not yet)")
+            try:
+                data = packets.render(result)
+            except packets.NotRenderable as exc:
+                raise HTTPError(406, f"{PCAP}: {exc}") from None
+            ng = data[:4] == packets.PCAPNG_SHB.to_bytes(4, "little")
+            return Response(data, media_type=PCAPNG if ng else PCAP, headers={
+                "Content-Disposition":
+                    f'attachment; filename="rawpackets.{"pcapng" if ng else "pcap"}"'})
         return JSONResponse(result)
 
     # ------------------------------------------------------------ captures

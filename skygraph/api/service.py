@@ -10,6 +10,7 @@ time arguments, and the status document. Reads go through `Reads`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from skygraph import __version__
 from skygraph.api.captures import Captures
 from skygraph.api.reads import Reads
+from skygraph.capture.bpf import compile_filter
 from skygraph.gremlin import Limits, execute, parse
 from skygraph.gremlin.ast import Literal
 from skygraph.gremlin.errors import GremlinQueryError
@@ -96,7 +98,8 @@ class Api:
         t = self.time_point(at)
         if t is not None:
             text = _with_at(query, t)
-        return await execute(text, self.store.read, self.now_ms(), self.limits)
+        return await execute(text, self.store.read, self.now_ms(), self.limits,
+                             compile_bpf=compile_bpf)
 
     # ------------------------------------------------------------ topology changes
     async def apply(self, mutations: Iterable[Mutation]) -> list[StoreMutation]:
@@ -147,3 +150,11 @@ def _with_at(query: str, t: int) -> str:
         raise GremlinQueryError("the query has its own At/Context: leave `at` empty", 1)
     head, dot, rest = query.lstrip().partition(".")
     return f"{head}.At({int(t)}){dot}{rest}"
+
+
+@functools.lru_cache(maxsize=64)
+def compile_bpf(expression: str, link_type: int) -> Callable[[bytes], bool]:
+    """Gremlin's `BPF(filter)` on raw packets: libpcap's program for the packets'
+    link type (snaplen 256, as Skydive), run in userspace; cached, since a
+    download is often repeated. Raises BPFError (a ValueError) with libpcap's message."""
+    return compile_filter(expression, link_type, 256).matches

@@ -207,7 +207,7 @@ def page_query(filt: FlowFilterInput | None, since: int | None, until: int | Non
             f"RETURN properties(f) AS p", dict(params.values))
 
 
-def _time(info: Info, arg: str, text: str | None) -> int | None:
+def time_arg(info: Info, arg: str, text: str | None) -> int | None:
     if text is None or text == "":
         return None
     try:
@@ -220,7 +220,7 @@ async def flows(info: Info, filter: FlowFilterInput | None, since: str | None,
                 until: str | None, first: int | None, after: str | None) -> FlowConnection:
     api = info.context.api
     size = f.page_size(first, info.context.max_page)
-    start, end = _time(info, "since", since), _time(info, "until", until)
+    start, end = time_arg(info, "since", since), time_arg(info, "until", until)
     if start is not None and end is not None and start > end:
         raise f.UserError("since is after until")
     cypher, params = page_query(filter, start, end, after, size + 1)

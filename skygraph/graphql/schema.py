@@ -36,6 +36,9 @@ from skygraph.graphql import filters as f
 from skygraph.graphql import injections as inj
 from skygraph.graphql.flows import FlowConnection, FlowFilterInput
 from skygraph.graphql.flows import flows as flow_page
+from skygraph.graphql.metrics import Metrics, RawPackets
+from skygraph.graphql.metrics import metrics as metric_series
+from skygraph.graphql.metrics import raw_packets as raw_packet_series
 from skygraph.graphql.scalars import SCALARS, Long
 from skygraph.graphql.types import (
     CapturePayload,
@@ -124,6 +127,26 @@ class Query:
                     since: str | None = None, until: str | None = None,
                     first: int | None = None, after: str | None = None) -> FlowConnection:
         return await flow_page(info, filter, since, until, first, after)
+
+    @field(description="Metric history: the LastUpdateMetric samples of the flows matching "
+                       "`flows`, or with `nodes` the interface metric `key` (LastUpdateMetric, "
+                       "SFlow, Ovs) of every revision of the matching nodes, whose window lies "
+                       "between `since` and `until`; `aggregate` re-buckets them into slices "
+                       "of that many seconds (Gremlin's Aggregates).")
+    async def metrics(self, info: Info, flows: FlowFilterInput | None = None,
+                      nodes: f.NodeFilterInput | None = None, key: str | None = None,
+                      since: str | None = None, until: str | None = None,
+                      aggregate: int | None = None) -> Metrics:
+        return await metric_series(info, flows, nodes, key, since, until, aggregate)
+
+    @field(description="The packets kept with the flows matching `filter` (captures' "
+                       "RawPacketLimit) captured between `since` and `until`, optionally "
+                       "filtered by a BPF expression; `pcap` gives them as a capture file "
+                       "(base64).")
+    async def raw_packets(self, info: Info, filter: FlowFilterInput | None = None,
+                          since: str | None = None, until: str | None = None,
+                          bpf: str | None = None) -> RawPackets:
+        return await raw_packet_series(info, filter, since, until, bpf)
 
     @strawberry.field
     async def captures(self, info: Info) -> list[CaptureType]:

@@ -45,3 +45,11 @@ def test_toml_env_and_flags(tmp_path):
     assert (cfg.graph.uri, cfg.graph.password) == ("bolt://b:2", "pw")
     cfg = override(cfg, uri="bolt://c:3", user=None)
     assert (cfg.graph.uri, cfg.graph.user) == ("bolt://c:3", "neo4j")
+
+
+def test_raw_packet_bound_must_not_be_negative(tmp_path):
+    """SPEC §3 fix 6: RawPacketLimit is 0..analyzer.api.max_raw_packets, in config too."""
+    assert load(write(tmp_path, "analyzer:\n  api:\n    max_raw_packets: 0\n"),
+                env={}).analyzer.api.max_raw_packets == 0
+    with pytest.raises(ConfigError, match=r"analyzer.api.max_raw_packets: must be 0 or more"):
+        load(write(tmp_path, "analyzer:\n  api:\n    max_raw_packets: -1\n"), env={})
