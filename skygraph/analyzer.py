@@ -160,7 +160,8 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
         await api.load()
         fabric_probe = fabric.FabricProbe(api, fabric.parse(cfg.analyzer.topology.fabric))
         await fabric_probe.start()
-        sink = FlowSink(FlowStore(handle.store, retention_s=cfg.flow.retention),
+        sink = FlowSink(FlowStore(handle.store, retention_s=cfg.flow.retention,
+                                  max_raw_packets=a.max_raw_packets),
                         publish=api.flow_bus.publish)
         await sink.start()
 

@@ -220,6 +220,9 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
                        ("flow.retention", cfg.flow.retention)):
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
+    if cfg.analyzer.api.max_raw_packets < 0:
+        raise ConfigError(f"analyzer.api.max_raw_packets: must be 0 or more (RawPacketLimit "
+                          f"is 0..max_raw_packets), got {cfg.analyzer.api.max_raw_packets}")
     if cfg.flow.default_layer_key_mode not in ("L2", "L3"):
         raise ConfigError(f"flow.default_layer_key_mode: {cfg.flow.default_layer_key_mode!r} "
                           f"is not L2 or L3")
