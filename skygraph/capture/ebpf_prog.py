@@ -16,10 +16,11 @@ per-CPU statistics) and the socket filter that fills them, written with
   first `HEAD_SIZE` bytes (`bpf_skb_load_bytes`) and any VLAN tag the
   device took out of the frame, so user space decodes one real header with
   the same decoder as afpacket; a full map counts the packet in `MAP_FULL`;
-* adds packets and bytes per direction with atomic adds, sets the last
-  timestamp (`bpf_ktime_get_ns`, CLOCK_MONOTONIC), the first SYN (with its
-  TTL), FIN and RST time per direction, and the RTT marks (first SYN or
-  echo request, then the first SYN/ACK, RST or echo reply);
+* adds packets and bytes per direction with atomic adds, ORs the TCP flags
+  per direction, sets the last timestamp (`bpf_ktime_get_ns`,
+  CLOCK_MONOTONIC), the first SYN (with its TTL), FIN and RST time per
+  direction, and the RTT marks (first SYN or echo request, then the first
+  SYN/ACK, RST or echo reply);
 * returns 0, so no packet is ever queued to the socket.
 
 Pure: returns a `Program`; `ebpf_sys` loads it.
