@@ -5,6 +5,7 @@ written by the flow store and the flow sink."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
@@ -320,5 +321,60 @@ def test_sink_database_down_producers_wait_and_nothing_is_lost(bolt_server):
         assert await count(store, "(f:Flow {NodeTID: 'tid-q'})") == 150
         assert sink.stats.rejected == 0 and sink.stats.written == 150
         await sink.stop()
+        await store.close()
+    run(scenario())
+
+
+def test_samples_and_raw_packets_kept_once_and_pruned_with_the_retention(bolt_server):
+    """Two update ticks of one flow (packets kept): two samples, the packets once even
+    when an update is sent again; the retention prunes old samples, then the flow with
+    what it still has."""
+    from skygraph.capture.options import CaptureOptions as Options
+    from skygraph.topology.flowschema import wire_json
+    table = FlowTable(Options(raw_packet_limit=3), node_tid="tid-r")
+    frame = bytes(Ether(src=A_MAC, dst=B_MAC) / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(id=7))
+    table.feed(frame, T * MS)
+    table.feed(frame, (T + 10) * MS)
+    first = wire_json(table.update_at(T + 1000)[0])
+    table.feed(frame, (T + 60_000) * MS)
+    table.feed(frame, (T + 60_010) * MS)   # over the limit of 3: not kept
+    second = wire_json(table.update_at(T + 61_000)[0])
+    assert [len(u["LastRawPackets"]) for u in (first, second)] == [2, 1]
+
+    async def scenario() -> None:
+        store = await open_store(bolt_server)
+        published: list[dict[str, Any]] = []
+
+        async def publish(flow: dict[str, Any]) -> None:
+            published.append(flow)
+        flows = FlowStore(store, retention_s=3600)
+        sink = FlowSink(flows, max_delay=0.01, prune_interval=0, publish=publish)
+        await sink.start()
+        await sink.put("agent1", [first, second, first])   # the first one replayed
+        await sink.stop()
+        assert all("LastRawPackets" not in f for f in published)  # Skydive's JSON
+        uuid = first["UUID"]
+        samples = (await flows.metrics([uuid]))[uuid]
+        assert [(m["Start"], m["Last"], m["ABPackets"] + m["BAPackets"]) for m in samples] == [
+            (T, T + 1000, 2), (T + 1000, T + 61_000, 2)]
+        packets = (await flows.raw_packets([uuid]))[uuid]
+        assert [(p["Index"], p["Timestamp"]) for p in packets] == [
+            (1, T), (2, T + 10), (3, T + 60_000)]
+        assert base64.b64decode(packets[0]["Data"]) == frame
+        assert await count(store, "(:Flow)-[:HAS_METRIC]->(:FlowMetric)") == 2
+        assert await count(store, "(:Flow)-[:HAS_PACKET]->(:RawPacket)") == 3
+        # an hour after the first sample: it goes, the flow (seen later) stays
+        assert await flows.prune(T + 1000 + 3600_000 + 1) == 0
+        assert await count(store, "(m:FlowMetric)") == 1
+        assert await count(store, "(p:RawPacket)") == 3
+        # an hour after the flow's last packet: the flow, its sample and packets go
+        assert await flows.prune(T + 61_000 + 3600_000 + 1) == 1
+        for label in ("Flow", "FlowMetric", "RawPacket"):
+            assert await count(store, f"(x:{label})") == 0, label
+        # clear() removes all three kinds too
+        await flows.write(rows([first]))
+        assert await flows.clear() == 1
+        for label in ("Flow", "FlowMetric", "RawPacket"):
+            assert await count(store, f"(x:{label})") == 0, label
         await store.close()
     run(scenario())

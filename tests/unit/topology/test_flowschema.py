@@ -85,3 +85,53 @@ def test_newest_update_per_flow_wins_in_a_batch() -> None:
     assert [r["props"]["Metric.ABPackets"] for r in rows] == [2]
     rows = newest([update(6, 20, 2), update(6, 20, 5)])  # a tie: the later one
     assert [r["props"]["Metric.ABPackets"] for r in rows] == [5]
+
+
+def _with_packets() -> Flow:
+    from skygraph.topology.flow import RawPacket
+    flow = Flow(uuid="u", start=10, last=20, metric=FlowMetric(1, 98, 1, 98, 10, 20),
+                last_update_metric=FlowMetric(1, 98, 1, 98, 0, 1000))
+    flow.last_raw_packets = (RawPacket(10, 1, b"\x00\x01req", 1), RawPacket(20, 2, b"rep", 1))
+    flow.raw_packets_captured = 2
+    return flow
+
+
+def test_wire_json_carries_the_kept_packets_which_the_flow_node_does_not() -> None:
+    from skygraph.topology.flowschema import wire_json
+    flow = _with_packets()
+    wire = wire_json(flow)
+    assert wire["LastRawPackets"] == [
+        {"Timestamp": 10, "Index": 1, "Data": "AAFyZXE=", "LinkType": 1},
+        {"Timestamp": 20, "Index": 2, "Data": "cmVw", "LinkType": 1}]
+    assert "LastRawPackets" not in flow.to_json()  # Skydive's JSON never has them
+    row = write_row(wire, "h", 5)
+    assert "LastRawPackets" not in flow_json(row["props"])
+    assert [(p["key"], p["props"]["Data"], p["props"]["FlowUUID"]) for p in row["packets"]] == [
+        ("u/1", b"\x00\x01req", "u"), ("u/2", b"rep", "u")]
+    assert row["sample"] == {"UUID": "u", "key": "u/1000", "props": {
+        "ABPackets": 1, "ABBytes": 98, "BAPackets": 1, "BABytes": 98, "Start": 0, "Last": 1000,
+        "FlowUUID": "u", "_key": "u/1000"}}
+    # the store's bound per flow: a larger Index is dropped (and counted)
+    bounded = write_row(wire, "h", 5, max_raw_packets=1)
+    assert [p["key"] for p in bounded["packets"]] == ["u/1"] and bounded["dropped"] == 1
+
+
+def test_bad_raw_packets_are_refused_with_the_packet_and_field_named() -> None:
+    from skygraph.topology.flowschema import MAX_RAW_PACKET_BYTES
+    good = {"Timestamp": 1, "Index": 1, "Data": "AA==", "LinkType": 1}
+    for packets, message in (
+            ("x", "flow u: field 'LastRawPackets' must be a list"),
+            ([3], r"flow u: LastRawPackets\[0\]: expected an object"),
+            ([good, {**good, "Index": 0}], r"LastRawPackets\[1\]: field 'Index' must be a "
+                                           "positive integer"),
+            ([{**good, "Timestamp": "1"}], "field 'Timestamp' must be a non-negative"),
+            ([{**good, "Data": "!!"}], "field 'Data' must be base64"),
+            ([{**good, "Data": "A" * (MAX_RAW_PACKET_BYTES // 3 * 4 + 8)}], "more than 65535")):
+        with pytest.raises(FlowError, match=message):
+            write_row({"UUID": "u", "LastRawPackets": packets}, "h", 1)
+
+
+def test_no_sample_without_an_update_window() -> None:
+    assert write_row({"UUID": "u"}, "h", 1)["sample"] is None
+    assert write_row({"UUID": "u", "LastUpdateMetric": {"ABPackets": 1}}, "h", 1)["sample"] \
+        is None
