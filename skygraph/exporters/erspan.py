@@ -155,12 +155,21 @@ class ERSPANTarget:
         self._lock = threading.Lock()
         self._closed = False
         self._sequence = 0
-        # Type II's header only changes with the truncated bit: both built once.
+        # Per packet only the sequence, the truncated and direction bits and the
+        # timestamp change: the header words are built once (erspan*_header's values).
         protocol = GRE_ERSPAN_II if version == 2 else GRE_ERSPAN_III
         self._gre = GRE.pack(flags_version=GRE_FLAGS.pack(sequence=1), protocol=protocol,
                              sequence_number=0)[:4]
         self._type2 = (erspan2_header(session_id, self.index, False),
                        erspan2_header(session_id, self.index, True))
+        self._w0 = ERSPAN_II_VERSION.pack(version=2, vlan=0)
+        self._w1 = tuple(ERSPAN_III_SESSION.pack(truncated=t, session_id=session_id)
+                         for t in (0, 1))
+        self._w3 = tuple(ERSPAN_III_FRAME.pack(frame_type=FRAME_ETHERNET, direction=d,
+                                               granularity=GRANULARITY_100NS, optional=1)
+                         for d in (0, 1))
+        self._platform = ERSPAN_III_PLATFORM.pack(platform_id=PLATFORM_SOURCE_INDEX,
+                                                  source_index=self.index)
         self._stats = {"Datagrams": 0, "Records": 0, "Truncated": 0, "Errors": 0}
 
     def packets(self, frames: Sequence[tuple[int, int, bytes]]) -> None:
@@ -168,6 +177,8 @@ class ERSPANTarget:
             if self._closed:
                 return
             sock, address, gre, stats = self._sock, self._address, self._gre, self._stats
+            type3 = ERSPAN_III.struct.pack
+            w0, w1, w3, platform = self._w0, self._w1, self._w3, self._platform
             for ts_ns, wire, data in frames:
                 if not self._ethernet:
                     data = ethernet_for_ip(data, self._mac)
@@ -178,8 +189,11 @@ class ERSPANTarget:
                 if self.version == 2:
                     header = self._type2[truncated]
                 else:
-                    header = erspan3_header(self.session_id, self.index, truncated, ts_ns // 100,
-                                            self._ethernet and data[6:12] == self._mac)
+                    ts = ts_ns // 100
+                    egress = self._ethernet and data[6:12] == self._mac
+                    # ERSPAN_III's fields in order (see erspan3_header).
+                    header = type3(w0, w1[truncated], ts & U32, 0, w3[egress], platform,
+                                   (ts >> 32) & U32)
                 try:
                     sock.sendto(gre + _SEQ.pack(seq) + header + data, address)
                 except OSError as exc:

@@ -25,14 +25,18 @@ class Layout:
         self.size = self.struct.size
 
     def pack(self, **values: int | bytes) -> bytes:
-        missing = [f for f in self.fields if f not in values]
-        extra = [f for f in values if f not in self.fields]
-        if missing or extra:
-            raise ValueError(f"{self.name}: missing fields {missing}, unknown fields {extra}")
+        """Pack by field name (every field, no other).  Hot paths call
+        `self.struct.pack` with the values in field order instead."""
         try:
-            return self.struct.pack(*(values[f] for f in self.fields))
+            if len(values) == len(self.fields):
+                return self.struct.pack(*[values[f] for f in self.fields])
+        except KeyError:
+            pass
         except struct.error as exc:
             raise ValueError(f"{self.name}: {exc} in {values}") from None
+        missing = [f for f in self.fields if f not in values]
+        extra = [f for f in values if f not in self.fields]
+        raise ValueError(f"{self.name}: missing fields {missing}, unknown fields {extra}")
 
     def unpack(self, data: bytes, offset: int = 0) -> dict[str, int | bytes]:
         return dict(zip(self.fields, self.struct.unpack_from(data, offset), strict=True))

@@ -31,6 +31,7 @@ ENGINE_TYPE = 0  # as Skydive's target
 ENGINE_ID = 1
 U16 = 0xFFFF
 U32 = 0xFFFFFFFF
+NO_ADDRESS = bytes(4)
 
 HEADER = Layout(
     "NetFlow v5 header",
@@ -108,13 +109,12 @@ class Header:
 
 
 def encode_record(r: Record) -> bytes:
-    return RECORD.pack(
-        srcaddr=socket.inet_aton(r.srcaddr), dstaddr=socket.inet_aton(r.dstaddr),
-        nexthop=bytes(4), input=r.input, output=r.output, dpkts=r.dpkts, doctets=r.doctets,
-        first=r.first, last=r.last, srcport=r.srcport, dstport=r.dstport, pad1=0,
-        tcp_flags=r.tcp_flags, prot=r.prot, tos=0, src_as=0, dst_as=0,
-        # Prefix lengths are unknown to a capture: 0 (Skydive wrote 255, not a length).
-        src_mask=0, dst_mask=0, pad2=0)
+    # Positional, in RECORD's field order (one call per record).  nexthop, tos, AS
+    # numbers and prefix lengths are unknown to a capture: 0 (Skydive wrote mask 255).
+    return RECORD.struct.pack(
+        socket.inet_aton(r.srcaddr), socket.inet_aton(r.dstaddr), NO_ADDRESS, r.input,
+        r.output, r.dpkts, r.doctets, r.first, r.last, r.srcport, r.dstport, 0, r.tcp_flags,
+        r.prot, 0, 0, 0, 0, 0, 0)
 
 
 def encode_datagram(header: Header, records: Sequence[Record]) -> bytes:

@@ -35,7 +35,7 @@ UNKNOWN = U32  # a counter the agent cannot know
 
 ADDRESS_IPV4, ADDRESS_IPV6 = 1, 2
 # data_format = enterprise << 12 | format; enterprise 0 = sFlow.org standard.
-FLOW_SAMPLE, COUNTERS_SAMPLE = 1, 2
+FLOW_SAMPLE_FORMAT, COUNTERS_SAMPLE_FORMAT = 1, 2
 RAW_PACKET_HEADER = 1
 GENERIC_INTERFACE_COUNTERS = 1
 # header_protocol values
@@ -56,16 +56,20 @@ DATAGRAM_V6 = Layout(
     ("sequence_number", "I"), ("uptime", "I"), ("samples", "I"))
 # sample_record and flow_record/counter_record: data_format, then opaque<> length.
 OPAQUE = Layout("sFlow opaque record", ("data_format", "I"), ("length", "I"))
-FLOW_SAMPLE_HEADER = Layout(
-    "sFlow flow_sample",
+# A flow_sample carrying one sampled_header record, as one table: the sample
+# record's opaque header, the flow_sample, the flow record's opaque header,
+# the sampled_header; then the header bytes, padded to 4.
+FLOW_SAMPLE = Layout(
+    "sFlow flow_sample with one sampled_header",
+    ("data_format", "I"), ("length", "I"),
     ("sequence_number", "I"), ("source_id", "I"),  # source: type << 24 | ifIndex
     ("sampling_rate", "I"), ("sample_pool", "I"), ("drops", "I"),
     ("input", "I"), ("output", "I"),  # ifIndex, 0 = unknown
-    ("records", "I"))
-SAMPLED_HEADER = Layout(
-    "sFlow sampled_header",
+    ("records", "I"),
+    ("record_format", "I"), ("record_length", "I"),
     ("header_protocol", "I"), ("frame_length", "I"), ("stripped", "I"),
-    ("header_length", "I"))  # then the header bytes, padded to 4
+    ("header_length", "I"))
+FLOW_SAMPLE_FIXED = FLOW_SAMPLE.size - 8  # bytes of the sample's data before the header
 COUNTERS_SAMPLE_HEADER = Layout(
     "sFlow counters_sample", ("sequence_number", "I"), ("source_id", "I"), ("records", "I"))
 IF_COUNTERS = Layout(
@@ -107,14 +111,14 @@ class FlowSample:
 
 
 def encode_flow_sample(s: FlowSample) -> bytes:
-    record = _opaque(RAW_PACKET_HEADER, SAMPLED_HEADER.pack(
-        header_protocol=s.header_protocol, frame_length=s.frame_length & U32,
-        stripped=s.stripped, header_length=len(s.header)) + _padded(s.header))
-    body = FLOW_SAMPLE_HEADER.pack(
-        sequence_number=s.sequence_number & U32, source_id=s.if_index & 0xFFFFFF,
-        sampling_rate=s.sampling_rate, sample_pool=s.sample_pool & U32, drops=s.drops & U32,
-        input=s.input, output=s.output, records=1)
-    return _opaque(FLOW_SAMPLE, body + record)
+    header = _padded(s.header)
+    # Positional, in FLOW_SAMPLE's field order: this runs for every sampled frame.
+    return FLOW_SAMPLE.struct.pack(
+        FLOW_SAMPLE_FORMAT, FLOW_SAMPLE_FIXED + len(header),
+        s.sequence_number & U32, s.if_index & 0xFFFFFF, s.sampling_rate, s.sample_pool & U32,
+        s.drops & U32, s.input, s.output, 1,
+        RAW_PACKET_HEADER, 16 + len(header),
+        s.header_protocol, s.frame_length & U32, s.stripped, len(s.header)) + header
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +146,7 @@ def encode_counters_sample(sequence_number: int, c: InterfaceCounters) -> bytes:
         out_discards=UNKNOWN, out_errors=UNKNOWN, promiscuous=0))
     body = COUNTERS_SAMPLE_HEADER.pack(sequence_number=sequence_number & U32,
                                        source_id=c.if_index & 0xFFFFFF, records=1)
-    return _opaque(COUNTERS_SAMPLE, body + record)
+    return _opaque(COUNTERS_SAMPLE_FORMAT, body + record)
 
 
 def encode_datagram(agent: str, sub_agent_id: int, sequence_number: int, uptime_ms: int,
