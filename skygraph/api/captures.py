@@ -107,6 +107,7 @@ class Capture:
     port: int = 0
     sampling_rate: int = 1
     polling_interval: int = 10
+    session_id: int = 1     # ERSPAN session id (SPEC §3 fix 5)
     ttl: int = 0            # ms; 0 = kept until deleted
     created_at: int = 0     # ms epoch
     state: str = "pending"
@@ -144,7 +145,7 @@ _JSON: tuple[tuple[str, str], ...] = (
     ("IPDefrag", "ip_defrag"), ("ReassembleTCP", "reassemble_tcp"),
     ("LayerKeyMode", "layer_key_mode"), ("ExtraLayers", "extra_layers"), ("Target", "target"),
     ("TargetType", "target_type"), ("Port", "port"), ("SamplingRate", "sampling_rate"),
-    ("PollingInterval", "polling_interval"), ("TTL", "ttl"),
+    ("PollingInterval", "polling_interval"), ("SessionID", "session_id"), ("TTL", "ttl"),
 )
 _ATTR = dict(_JSON)
 _TYPES = {f.name: f.type for f in fields(Capture)}
@@ -274,6 +275,9 @@ def validate(spec: Mapping[str, Any], max_raw_packets: int,
     _target(v["Target"], v["TargetType"], errors)
     if not 0 <= v["Port"] < 65536:
         errors.append(FieldError("Port", f"{v['Port']} is not a port number"))
+    if not 0 <= v["SessionID"] <= 1023:
+        errors.append(FieldError("SessionID", f"{v['SessionID']} is outside 0..1023 (ERSPAN "
+                                              "session ids have 10 bits)"))
     for key in ("SamplingRate", "PollingInterval", "TTL"):
         if v[key] < 0:
             errors.append(FieldError(key, f"{v[key]} is negative"))

@@ -181,6 +181,8 @@ class CaptureInput:
     port: int | None = None
     sampling_rate: int | None = None
     polling_interval: int | None = None
+    session_id: int | None = strawberry.field(default=None, name="sessionID",
+                                              description="ERSPAN session id (default 1)")
     ttl: Long | None = strawberry.field(default=None, description="ms; none: kept until deleted")
 
 
@@ -196,7 +198,8 @@ CAPTURE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("extra_layers", "extraLayers", "ExtraLayers"), ("target", "target", "Target"),
     ("target_type", "targetType", "TargetType"), ("port", "port", "Port"),
     ("sampling_rate", "samplingRate", "SamplingRate"),
-    ("polling_interval", "pollingInterval", "PollingInterval"), ("ttl", "ttl", "TTL"),
+    ("polling_interval", "pollingInterval", "PollingInterval"),
+    ("session_id", "sessionID", "SessionID"), ("ttl", "ttl", "TTL"),
 )
 GRAPHQL_FIELD = {skydive: gql for _, gql, skydive in CAPTURE_FIELDS}
 

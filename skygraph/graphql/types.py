@@ -319,6 +319,10 @@ class CaptureType:
     def polling_interval(self) -> int:
         return self.raw.polling_interval
 
+    @field(name="sessionID", description="ERSPAN session id")
+    def session_id(self) -> int:
+        return self.raw.session_id
+
     @field(description="ms; 0: kept until deleted")
     def ttl(self) -> Long:
         return Long(self.raw.ttl)
