@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
 import os
 import socket
@@ -26,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from skygraph import exporters
 from skygraph.capture import ovsdb as capture_ovsdb
 from skygraph.capture.injector import InjectionManager
 from skygraph.capture.manager import CaptureManager
@@ -184,14 +184,8 @@ def remove_stale_ovs_rows(address: str, timeout: float = 5.0) -> None:
         log.info("ovsdb %s: %d stale capture rows removed", address, removed)
 
 
-def target_factory() -> TargetFactory | None:
-    """Capture targets (skygraph.exporters) for captures with a TargetType; None
-    while the exporters package is absent (such captures then fail, naming it)."""
-    try:
-        exporters: Any = importlib.import_module("skygraph.exporters")
-    except ImportError:
-        return None
-
+def target_factory() -> TargetFactory:
+    """Capture targets (skygraph.exporters) for captures with a TargetType."""
     def make(req: TargetRequest) -> Target:
         node = exporters.TargetNode(if_index=req.if_index, name=req.name, agent_ip=req.agent_ip,
                                     mac=req.mac)
