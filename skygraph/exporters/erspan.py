@@ -173,6 +173,14 @@ class ERSPANTarget:
         self._stats = {"Datagrams": 0, "Records": 0, "Truncated": 0, "Errors": 0}
 
     def packets(self, frames: Sequence[tuple[int, int, bytes]]) -> None:
+        try:
+            self._packets(frames)
+        except Exception:  # never into the capture's reader thread
+            log.exception("erspan target %s: frames not mirrored", self.endpoint.host)
+            with self._lock:
+                self._stats["Errors"] += 1
+
+    def _packets(self, frames: Sequence[tuple[int, int, bytes]]) -> None:
         with self._lock:
             if self._closed:
                 return

@@ -202,6 +202,8 @@ def flow_records(flow: Flow, since: Exported | None, boot_ms: int,
     net = flow.network
     if net is None or net.protocol != FlowProtocol.IPV4:
         return []
+    socket.inet_aton(net.a)  # OSError here, for this flow, not later for a datagram
+    socket.inet_aton(net.b)
     m = flow.metric
     base = since or Exported(0, 0, 0, 0, flow.start)
     # Counters never go backwards for one flow (UUID); if they did, resend all.
@@ -254,6 +256,14 @@ class NetFlowV5Target:
         """Not used: NetFlow is built from the flow table."""
 
     def flows(self, flows: Sequence[Flow], now_ms: int) -> None:
+        try:
+            self._flows(flows, now_ms)
+        except Exception:  # never into the capture's reader thread
+            log.exception("netflow target %s: flows not exported", self.endpoint.host)
+            with self._lock:
+                self._stats["Errors"] += 1
+
+    def _flows(self, flows: Sequence[Flow], now_ms: int) -> None:
         with self._lock:
             if self._closed:
                 return

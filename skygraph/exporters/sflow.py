@@ -238,6 +238,14 @@ class SFlowTarget:
         return 1 if n <= 1 else self._rng.randint(1, 2 * n - 1)
 
     def packets(self, frames: Sequence[tuple[int, int, bytes]]) -> None:
+        try:
+            self._packets(frames)
+        except Exception:  # never into the capture's reader thread
+            log.exception("sflow target %s: frames not exported", self.endpoint.host)
+            with self._lock:
+                self._stats["Errors"] += 1
+
+    def _packets(self, frames: Sequence[tuple[int, int, bytes]]) -> None:
         samples: list[bytes] = []
         with self._lock:
             if self._closed.is_set():
@@ -279,7 +287,7 @@ class SFlowTarget:
         return encode_flow_sample(FlowSample(
             self._flow_sequence, index, self.sampling_rate, self._pool, self._drops,
             0 if out else index, index if out else 0, proto, length, stripped,
-            data[:self.header_size]))
+            bytes(data[:self.header_size])))
 
     def counters(self) -> InterfaceCounters:
         with self._lock:

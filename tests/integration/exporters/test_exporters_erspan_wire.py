@@ -65,12 +65,16 @@ def frames_of(mine: str) -> list[bytes]:
 
 
 def parse(packet: bytes) -> tuple[int, int, dict[str, int], bytes]:
-    """(GRE protocol, GRE sequence, ERSPAN fields, mirrored frame) of an IPv4 packet
-    read from a raw socket, decoded by hand from RFC 2890 and the ERSPAN draft."""
-    ihl = (packet[0] & 0x0F) * 4
-    flags, proto, seq = struct.unpack_from("!HHI", packet, ihl)
+    """What an IPv4 raw socket reads: the IP header, then GRE (see parse_gre)."""
+    return parse_gre(packet[(packet[0] & 0x0F) * 4:])
+
+
+def parse_gre(packet: bytes) -> tuple[int, int, dict[str, int], bytes]:
+    """(GRE protocol, GRE sequence, ERSPAN fields, mirrored frame) of a GRE packet,
+    decoded by hand from RFC 2890 and the ERSPAN draft."""
+    flags, proto, seq = struct.unpack_from("!HHI", packet, 0)
     assert flags == 0x1000  # only S: a sequence number, no checksum, no key
-    off = ihl + 8
+    off = 8
     w0, w1 = struct.unpack_from("!HH", packet, off)
     e = {"version": w0 >> 12, "vlan": w0 & 0xFFF, "truncated": (w1 >> 10) & 1,
          "session": w1 & 0x3FF}
@@ -204,3 +208,29 @@ def test_two_sessions_to_one_receiver_keep_their_own_numbering(lab: VethPair) ->
     for _, seq, e, frame in got:
         by_session.setdefault(e["session"], []).append((seq, frame))
     assert by_session == {s: list(enumerate(frames)) for s in (1, 2)}
+
+
+@pytest.mark.parametrize("kind", ["erspanv1", "erspanv2"])
+def test_ipv6_target(lab: VethPair, kind: str) -> None:
+    """GRE over IPv6 (the kernel adds the IPv6 header; a raw IPv6 socket reads what
+    follows it)."""
+    node = node_of(lab)
+    frame = frames_of(node.mac)[0]
+
+    def bind() -> socket.socket:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 47)
+        s.settimeout(5)
+        return s
+
+    sock = run_in(lab.a, bind)
+    target = run_in(lab.a, lambda: make_target(kind, "[::1]:0", node, header_size=0,
+                                               sampling_rate=0, polling_interval=0,
+                                               session_id=SESSION, link_type=1))
+    try:
+        target.packets([(T0, len(frame), frame)])
+        data = sock.recv(65535)
+    finally:
+        target.close()
+        sock.close()
+    _, seq, e, got = parse_gre(data)  # a raw IPv6 socket reads no IPv6 header
+    assert (seq, e["session"], e["index"], got) == (0, SESSION, node.if_index, frame)

@@ -312,3 +312,22 @@ def test_send_failure_is_counted_not_raised() -> None:
         assert target2.stats()["Errors"] == 1
     finally:
         target2.close()
+
+
+def test_ipv6_collector_and_a_bad_flow_among_good_ones() -> None:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(("::1", 0))
+    s.settimeout(5)
+    target = NetFlowV5Target(parse_endpoint(f"[::1]:{s.getsockname()[1]}", "netflowv5",
+                                            default_port=2055), NODE, clock=lambda: T)
+    try:
+        good = udp_flows(2, T)
+        bad = Flow(uuid="bad", network=FlowLayer(FlowProtocol.IPV4, "not-an-ip", "10.0.0.2"),
+                   metric=FlowMetric(ab_packets=1, ab_bytes=60))
+        target.flows([good[0], bad, good[1]], T + 1000)
+        ((h, records),) = receive(s, 1)
+    finally:
+        target.close()
+        s.close()
+    assert h.count == 2 and {r.srcport for r in records} == {1000, 1001}
+    assert target.stats()["Errors"] == 1

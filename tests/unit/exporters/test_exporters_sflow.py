@@ -288,3 +288,15 @@ def test_lost_datagrams_become_drops(collector: socket.socket) -> None:
         assert t.stats()["Drops"] == 3 and t.stats()["Errors"] == 1
     finally:
         t.close()
+
+
+def test_odd_frames_never_raise(collector: socket.socket) -> None:
+    t = make(collector)
+    try:
+        t.packets([(0, 0, b""), (0, 100, memoryview(frame(out=False)[2])),
+                   (0, 3, b"\x01\x02\x03")])
+        samples = [s for d in drain(collector) for s in d["samples"]]
+    finally:
+        t.close()
+    assert len(samples) == 3 and t.stats()["Errors"] == 0
+    assert samples[0]["header"] == b"" and samples[2]["frame_length"] == 3 + 4
