@@ -24,7 +24,12 @@ carry the packets since the previous export:
   layer), `UUID` from the key, `Start` and the capture node's TID.
 
 Times: a record's sysUptime stamps become wall-clock ms against the
-datagram's arrival (arrival - (header sysUptime - stamp), modulo 2^32).
+datagram's arrival (arrival - (header sysUptime - stamp), modulo 2^32).  A
+datagram's records are taken oldest first and, at equal times (OVS stamps a
+flow with when it first pushed its counters), the side that looks like the
+initiator first, so the side that started a conversation is its A.  Byte
+counts are the exporter's (OVS counts whole frames, Ethernet header
+included).
 Pure: arrival times come in as arguments.
 """
 
@@ -55,6 +60,7 @@ PROTOCOLS: Mapping[int, tuple[FlowProtocol, str, str]] = {
     SCTP: (FlowProtocol.SCTP, "SCTP", "SCTP"),
 }
 PORTED = frozenset({TCP, UDP, SCTP})
+ICMP_REQUESTS = frozenset({8, 10, 13, 15, 17})  # echo, router solicitation, timestamp, info, mask
 
 
 def wall_ms(stamp: int, sys_uptime: int, arrival_ms: int) -> int:
@@ -110,6 +116,17 @@ def new_flow(r: Record, key: int, start_ms: int, node_tid: str, opts: CaptureOpt
     return f
 
 
+def initiates(r: Record) -> bool:
+    """Whether a record looks like the side that opened its conversation (OVS stamps
+    both directions' records with the same times): an ICMP request, a TCP SYN
+    without ACK, else the higher (ephemeral) port."""
+    if r.protocol == ICMP:
+        return r.dstport >> 8 in ICMP_REQUESTS
+    if r.protocol == TCP and r.tcp_flags & 0x12:
+        return r.tcp_flags & 0x12 == 0x02
+    return r.protocol in PORTED and r.srcport > r.dstport
+
+
 def is_ab(f: Flow, r: Record) -> bool:
     """A record goes A->B when it leaves the flow's A (same addresses: A's port)."""
     net = f.network
@@ -150,8 +167,11 @@ class NetFlowFlows:
         """Account every record of a datagram; return how many packets they carried."""
         packets = 0
         up = dgram.sys_uptime
-        for r in dgram.records:
-            first = wall_ms(r.first, up, arrival_ms)
+        # Oldest first, then the likely initiator: of the two directions of a new
+        # conversation in one datagram, the one that started it opens the flow.
+        timed = sorted(((wall_ms(r.first, up, arrival_ms), not initiates(r), i, r)
+                        for i, r in enumerate(dgram.records)))
+        for first, _, _, r in timed:
             last = max(wall_ms(r.last, up, arrival_ms), first)
             key = record_key(r)
             st = self.table.get(key)

@@ -143,6 +143,27 @@ def test_ping_request_and_reply_records_are_one_echo_flow() -> None:
     assert f.uuid and f.link is None and f.parent_uuid == ""
 
 
+def test_the_oldest_record_of_a_datagram_opens_the_flow() -> None:
+    flows, table = receiver()
+    flows.feed(decode(exported([rec("10.0.0.2", "10.0.0.1", 1, 0, 0, first=9_200),
+                                rec("10.0.0.1", "10.0.0.2", 1, 0, 0x0800, first=9_100)])), NOW)
+    (f,) = table.flows()
+    assert f.network is not None and (f.network.a, f.start) == ("10.0.0.1", NOW - 900)
+
+
+@pytest.mark.parametrize(("reply", "opener"), [
+    (rec("10.0.0.2", "10.0.0.1", 1, 0, 0), rec("10.0.0.1", "10.0.0.2", 1, 0, 0x0800)),
+    (rec("10.0.0.2", "10.0.0.1", 6, 80, 40000, flags=0x12),
+     rec("10.0.0.1", "10.0.0.2", 6, 40000, 80, flags=0x02)),
+    (rec("10.0.0.2", "10.0.0.1", 17, 53, 5353), rec("10.0.0.1", "10.0.0.2", 17, 5353, 53)),
+])
+def test_at_equal_times_the_initiator_opens_the_flow(reply: nf.Record, opener: nf.Record) -> None:
+    flows, table = receiver()
+    flows.feed(decode(exported([reply, opener])), NOW)
+    (f,) = table.flows()
+    assert f.network is not None and f.network.a == "10.0.0.1"
+
+
 def test_tcp_directions_flags_and_successive_exports_add_up() -> None:
     flows, table = receiver(tcp_applications=application_ports({80: "http"}))
     flows.feed(decode(exported([rec("10.0.0.1", "10.0.0.2", 6, 40000, 80, 3, 180, flags=0x02),
