@@ -168,6 +168,7 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
         async def put_flows(host_id: str, flows: list[dict[str, Any]]) -> None:
             await sink.put(host_id, flows)
         agents = Agents(api, put_flows)
+        api.put_flows = sink.put
         rpc = RpcServer(agents, cfg.analyzer.rpc.listen, cfg.analyzer.auth.token,
                         ServerTLS.from_files(tls.cert_file, tls.key_file, tls.client_ca_file,
                                              key="analyzer.tls") if tls.cert_file else None)

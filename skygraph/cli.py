@@ -76,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
                                         "analyzer")
     client.add_inject_arguments(inj)
 
+    pcap = sub.add_parser("pcap", help="import a trace into an analyzer's flow store")
+    client.add_pcap_arguments(pcap)
+
     u = sub.add_parser("user", help="manage the API users file (analyzer.auth.users_file)")
     us = u.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     ua = us.add_parser("add", help="add or replace a user; the password is read from standard "
@@ -128,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "inject":
             from skygraph.api import client
             return client.run_inject(args)
+        if args.command == "pcap":
+            from skygraph.api import client
+            return client.run_pcap(args)
         if args.command == "user":
             return _user(args)
         if args.command == "flows":

@@ -46,10 +46,13 @@ class Client:
                 self.context.verify_mode = ssl.CERT_NONE
 
     def request(self, method: str, path: str, body: Any = None,
-                accept: str = "application/json") -> tuple[int, bytes]:
-        data = None if body is None else json.dumps(body).encode()
+                accept: str = "application/json", raw: bytes | None = None,
+                content_type: str = "application/json") -> tuple[int, bytes]:
+        """`body` is sent as JSON; `raw` as is, with `content_type`."""
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={**self.headers, "Accept": accept})
+                                     headers={**self.headers, "Accept": accept,
+                                              "Content-Type": content_type})
         try:
             with urllib.request.urlopen(req, timeout=60, context=self.context) as resp:
                 return resp.status, resp.read()
@@ -224,6 +227,26 @@ def run_inject(args: argparse.Namespace) -> int:
 
 ACCEPT = {"json": "application/json", "dot": "text/vnd.graphviz",
           "pcap": "application/vnd.tcpdump.pcap"}
+
+
+def add_pcap_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="pcap_command", required=True, metavar="ACTION")
+    i = sub.add_parser("import", help="push a trace through a fresh flow table into the "
+                                      "analyzer's flow store (POST /api/pcap)")
+    i.add_argument("file", help="pcap or pcapng file")
+    add_client_flags(i)
+
+
+def run_pcap(args: argparse.Namespace) -> int:
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{args.file}: {exc.strerror}") from None
+    _, raw = client_from_args(args).request("POST", "/api/pcap", raw=data,
+                                            content_type="application/vnd.tcpdump.pcap")
+    json.dump(json.loads(raw), sys.stdout)
+    sys.stdout.write("\n")
+    return 0
 
 
 def run_query(args: argparse.Namespace, gremlin: str, fmt: str) -> int:

@@ -29,6 +29,7 @@ from skygraph import __version__
 from skygraph.api.auth import COOKIE, Authenticator
 from skygraph.api.captures import CaptureDuplicate, CaptureInvalid
 from skygraph.api.injections import Injections, Unavailable
+from skygraph.api.pcapimport import PcapImportError, import_pcap
 from skygraph.api.service import Api
 from skygraph.gremlin import GremlinError, packets
 from skygraph.gremlin.dot import NotRenderable, render
@@ -54,7 +55,7 @@ PCAP = "application/vnd.tcpdump.pcap"
 PCAPNG = "application/x-pcapng"  # a download mixing link types tcpdump cannot share a file
 MAX_BODY = 16 * 1024 * 1024
 PERMISSIONS = {r: ["read", "write"] for r in ("capture", "topology", "status", "node", "edge",
-                                              "injectpacket")}
+                                              "injectpacket", "pcap")}
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -128,6 +129,7 @@ class RestApi:
             Route("/api/injectpacket", g(self.injection_create), methods=["POST"]),
             Route("/api/injectpacket/{id}", g(self.injection_get), methods=["GET"]),
             Route("/api/injectpacket/{id}", g(self.injection_delete), methods=["DELETE"]),
+            Route("/api/pcap", g(self.pcap_import), methods=["POST"]),
             Route("/api/node", g(self.node_list), methods=["GET"]),
             Route("/api/node", g(self.node_create), methods=["POST"]),
             Route("/api/node/{id}", g(self.node_get), methods=["GET"]),
@@ -263,6 +265,16 @@ class RestApi:
         if not await self._injections().delete(ident):
             raise HTTPError(404, f"packet injection {ident} not found")
         return JSONResponse({"UUID": ident, "deleted": True})
+
+    # ------------------------------------------------------------ pcap import
+    async def pcap_import(self, request: Request) -> Response:
+        if self.api.put_flows is None:
+            raise HTTPError(503, "pcap import needs the analyzer's flow store")
+        try:
+            done = await import_pcap(request.stream(), self.api.put_flows)
+        except PcapImportError as exc:
+            raise HTTPError(400, f"pcap import: {exc}") from None
+        return JSONResponse(done.to_json(), status_code=202)
 
     # ------------------------------------------------------------ nodes and edges
     async def node_list(self, request: Request) -> Response:

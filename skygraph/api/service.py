@@ -54,6 +54,8 @@ class Api:
                                  clock=clock)
         # packet injections, set by the analyzer once the agents' link exists
         self.injections: Injections | None = None
+        # (host, flow JSON documents) -> accepted: the flow store, set by the analyzer
+        self.put_flows: Callable[[str, list[dict[str, Any]]], Awaitable[int]] | None = None
         self.started = time.time()
         self._status_extra = status_extra
 
