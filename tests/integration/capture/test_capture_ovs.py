@@ -28,7 +28,8 @@ from skygraph.agent import remove_stale_ovs_rows
 from skygraph.capture import ovsdb
 from skygraph.capture.manager import CaptureManager
 from skygraph.capture.options import TableSettings
-from skygraph.capture.sources.base import AgentCaptureSettings
+from skygraph.capture.sources import source_for
+from skygraph.capture.sources.base import AgentCaptureSettings, CaptureError
 from skygraph.probes import host
 from skygraph.probes.elements import Writer
 from skygraph.probes.ovs.probe import MIRRORING, OvsProbe
@@ -36,6 +37,7 @@ from skygraph.topology.flow import Flow, ICMPType
 from skygraph.topology.graph import Graph
 from skygraph.topology.model import Node
 from tests.conftest import RUN_ID, run
+from tests.integration.capture.conftest import Collector, context
 from tests.integration.probes.conftest import Lab, Ovs, sh
 
 pytestmark = pytest.mark.root
@@ -357,6 +359,43 @@ def test_ovsmirror_refuses_nodes_it_cannot_mirror(ovslab: OvsLab) -> None:
         assert entry["State"] == "error"
         assert "ovsmirror cannot capture on a node of Type 'ovsbridge'" in entry["Error"]
         assert marked(ovslab) == {}
+    scenario(ovslab, body)
+
+
+def test_ovsmirror_without_vswitchd_fails_and_leaves_no_row(ovslab: OvsLab) -> None:
+    port = ovslab.uuid("port", ovslab.a_port)
+    ovslab.ovs._kill("ovs-vswitchd")  # nobody makes the interface
+    meta = {"Name": ovslab.a_port, "Type": "ovsport", "UUID": port, "TID": "tid-port"}
+    source = source_for(context({"Type": "ovsmirror"}, meta, ovslab.lab.host, Collector(),
+                                agent=AgentCaptureSettings(ovsdb=ovslab.ovs.db),
+                                extra={"appear_timeout": 1}))
+    with pytest.raises(CaptureError) as exc:
+        source.start()
+    assert str(exc.value).endswith(f"OVS did not create the mirror interface mir{port[:5]} "
+                                   f"within 1s (is ovs-vswitchd running?)")
+    assert marked(ovslab) == {}
+
+
+def test_without_ovsdb_the_capture_is_an_error_and_gives_its_port_back(ovslab: OvsLab) -> None:
+    async def body(agent: Agent) -> None:
+        bridge = agent.node("ovsbridge", ovslab.br)
+        assert bridge is not None
+        rec = Recorder()
+        nowhere = f"unix:{ovslab.lab.base}/none.sock"
+        manager = CaptureManager(
+            agent.graph, agent.host, TableSettings(), [], rec.on_flows, rec.set_captures,
+            root_path=ovslab.lab.host,
+            agent=AgentCaptureSettings(ovsdb=nowhere, netflow_ports=(6365, 6365),
+                                       sflow_ports=(6345, 6345)))
+        for type_, what in [("ovsnetflow", "NetFlow"), ("ovssflow", "sFlow")] * 2:
+            entry = await manager.start(capture(type_), bridge.ID)
+            assert entry["State"] == "error", entry
+            assert entry["Error"] == (
+                f"capture on node {bridge.ID} ({ovslab.br}): {what} on bridge {ovslab.br}: "
+                f"OVSDB {nowhere}: cannot connect: No such file or directory "
+                f"({nowhere[5:]} does not exist: is ovsdb-server running?)")
+            await manager.stop(f"cap-{type_}", bridge.ID)
+        await manager.stop_all()
     scenario(ovslab, body)
 
 
