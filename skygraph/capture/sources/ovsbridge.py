@@ -6,8 +6,9 @@ between a local collector and the capture's own `Target` (OVS then exports
 straight to it and the agent only writes the row: `DirectExport`), the UDP
 socket of a local collector (bound in the bridge's namespace, where
 ovs-vswitchd runs, on the configured address and the first free port of
-the configured range, read by a `UdpReader` thread), and removing a
-capture's OVSDB rows when it stops.
+the configured range, read by a `UdpReader` thread), removing a capture's
+OVSDB rows when it stops, and `Wrapping`, the part of a type that runs
+another type's source (ovssflow: an sflow collector; ovsmirror: afpacket).
 """
 
 from __future__ import annotations
@@ -194,3 +195,39 @@ class UdpReader(Reader):
                     with contextlib.suppress(OSError):
                         os.close(fd)
             self._wake_r = self._wake_w = -1
+
+
+class Wrapping:
+    """A capture type around another type's source (`self.inner`, set once started):
+    its state and counters are the inner source's (the last ones once stopped)."""
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+        self.inner: Reader | None = None
+        self._last = CaptureStats()
+
+    @property
+    def id(self) -> str:
+        return self.ctx.spec.id
+
+    @property
+    def running(self) -> bool:
+        return self.inner is not None and self.inner.running
+
+    @property
+    def error(self) -> str | None:
+        return self.inner.error if self.inner is not None else None
+
+    def stats(self) -> CaptureStats:
+        if self.inner is not None:
+            self._last = self.inner.stats()
+        return self._last
+
+    def _stop_inner(self, timeout: float) -> bool:
+        """Stop the inner source (its final flows out); False: none was running."""
+        inner, self.inner = self.inner, None
+        if inner is None:
+            return False
+        inner.stop(timeout)
+        self._last = inner.stats()
+        return True

@@ -33,8 +33,8 @@ from typing import Any
 
 from skygraph.capture import ovsdb
 from skygraph.capture.sources.afpacket import AfpacketSource
-from skygraph.capture.sources.base import CaptureNode, CaptureStats, SourceContext
-from skygraph.capture.sources.ovsbridge import remove_rows, write_rows
+from skygraph.capture.sources.base import CaptureNode, SourceContext
+from skygraph.capture.sources.ovsbridge import Wrapping, remove_rows, write_rows
 from skygraph.topology.netns import run_in
 
 KIND = "ovsmirror"
@@ -59,13 +59,14 @@ def bring_up(name: str) -> None:
             fcntl.ioctl(s, SIOCSIFFLAGS, IFREQ_FLAGS.pack(name.encode(), flags | IFF_UP))
 
 
-class OvsMirrorSource:
-    """One ovsmirror capture: the OVSDB rows and the afpacket capture on the mirror."""
+class OvsMirrorSource(Wrapping):
+    """One ovsmirror capture: the OVSDB rows and the afpacket capture (`inner`) on the
+    mirror interface."""
 
     kind = KIND
 
     def __init__(self, ctx: SourceContext, appear_timeout: float = APPEAR_TIMEOUT) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.node = CaptureNode.from_metadata(ctx.node_id, ctx.metadata, ctx.netns, self.kind,
                                               require=("TID", "UUID"), node_types=PORT_TYPES,
                                               require_up=False)
@@ -76,20 +77,6 @@ class OvsMirrorSource:
         self.port_uuid = str(ctx.metadata["UUID"])
         self.mirror = mirror_name(self.port_uuid)
         self.appear_timeout = float(ctx.extra.get("appear_timeout", appear_timeout))
-        self.inner: AfpacketSource | None = None
-        self._last = CaptureStats()
-
-    @property
-    def id(self) -> str:
-        return self.ctx.spec.id
-
-    @property
-    def running(self) -> bool:
-        return self.inner is not None and self.inner.running
-
-    @property
-    def error(self) -> str | None:
-        return self.inner.error if self.inner is not None else None
 
     def start(self) -> None:
         ctx = self.ctx
@@ -140,19 +127,12 @@ class OvsMirrorSource:
                                    metadata=meta)
 
     def stop(self, timeout: float = 10.0) -> None:
-        inner, self.inner = self.inner, None
-        if inner is None:
+        if self.inner is None:
             return
         try:
-            inner.stop(timeout)
-            self._last = inner.stats()
+            self._stop_inner(timeout)
         finally:
             remove_rows(self.ctx)
-
-    def stats(self) -> CaptureStats:
-        if self.inner is not None:
-            self._last = self.inner.stats()
-        return self._last
 
     def metadata(self) -> dict[str, Any]:
         return {"MirrorOf": self.ctx.node_id}

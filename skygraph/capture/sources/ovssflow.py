@@ -28,15 +28,10 @@ from collections.abc import Callable
 from typing import Any
 
 from skygraph.capture import ovsdb
-from skygraph.capture.sources.base import (
-    CaptureError,
-    CaptureNode,
-    CaptureSource,
-    CaptureStats,
-    SourceContext,
-)
+from skygraph.capture.sources.base import CaptureError, CaptureNode, CaptureSource, SourceContext
 from skygraph.capture.sources.ovsbridge import (
     DirectExport,
+    Wrapping,
     bridge_node,
     direct_target,
     remove_rows,
@@ -60,28 +55,14 @@ def row_writer(ctx: SourceContext, target: str) -> Callable[[], None]:
         ctx.agent.ovsdb, bridge, spec.id, row))
 
 
-class OvsSFlowSource:
-    """One ovssflow capture with a local collector."""
+class OvsSFlowSource(Wrapping):
+    """One ovssflow capture with a local collector (`inner`)."""
 
     kind = KIND
 
     def __init__(self, ctx: SourceContext) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.node: CaptureNode = bridge_node(ctx, self.kind)
-        self.collector: SFlowSource | None = None
-        self._last = CaptureStats()
-
-    @property
-    def id(self) -> str:
-        return self.ctx.spec.id
-
-    @property
-    def running(self) -> bool:
-        return self.collector is not None and self.collector.running
-
-    @property
-    def error(self) -> str | None:
-        return self.collector.error if self.collector is not None else None
 
     def _collector_context(self, port: int) -> SourceContext:
         ctx = self.ctx
@@ -114,23 +95,15 @@ class OvsSFlowSource:
         except BaseException:
             collector.stop()
             raise
-        self.collector = collector
+        self.inner = collector
 
     def stop(self, timeout: float = 10.0) -> None:
-        collector, self.collector = self.collector, None
-        if collector is None:
-            return
-        remove_rows(self.ctx)  # OVS stops sending; the collector reads what came
-        collector.stop(timeout)
-        self._last = collector.stats()
-
-    def stats(self) -> CaptureStats:
-        if self.collector is not None:
-            self._last = self.collector.stats()
-        return self._last
+        if self.inner is not None:
+            remove_rows(self.ctx)  # OVS stops sending; the collector reads what came
+        self._stop_inner(timeout)
 
     def metadata(self) -> dict[str, Any]:
-        return self.collector.metadata() if self.collector is not None else {}
+        return self.inner.metadata() if self.inner is not None else {}
 
 
 def make(ctx: SourceContext) -> CaptureSource:
