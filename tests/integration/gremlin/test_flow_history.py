@@ -191,6 +191,9 @@ def test_metrics_samples_sum_to_the_flow_counters(gdb: GremlinDB) -> None:
     assert query(gdb, f"{everything}.Flows().Metrics().Sum('ABPackets')", last) == \
         m["ABPackets"]
     assert query(gdb, f"{everything}.Flows().Metrics().Count()", last) == 1
+    assert query(gdb, f"{everything}.Flows().Metrics().Keys()", last) == [
+        "ABBytes", "ABPackets", "BABytes", "BAPackets", "Last", "Start"]
+    assert query(gdb, "G.V().Has('Name', 'tid-eth').Metrics()", last) == []  # no counters
     # live: the last LastUpdateMetric the flow was sent with
     assert query(gdb, "G.Flows().Metrics()", last) == [{uuid: [flow["LastUpdateMetric"]]}]
     # a slice holding only the first second: the samples inside it
