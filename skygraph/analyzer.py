@@ -130,6 +130,14 @@ async def run(cfg: Config, ready: Callable[[str], None] | None = None) -> None:
         sock.close()
 
 
+def _log_failure(what: str, tasks: set[asyncio.Task[int]]) -> Callable[[asyncio.Task[int]], None]:
+    def done(task: asyncio.Task[int]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("%s: %s", what, task.exception())
+    return done
+
+
 async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
                  ready: Callable[[str], None] | None) -> None:
     auth = authenticator(cfg)
@@ -188,6 +196,17 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
         api.injections = Injections(api, inject, stop_injection, agents.hosts_connected)
         agents.listeners.append(lambda host, up: orchestrator.host_connected(host) if up
                                 else orchestrator.host_disconnected(host))
+        marking: set[asyncio.Task[int]] = set()
+        stopping = False
+
+        def mark_flows(host: str, up: bool) -> None:
+            """An agent gone (not the analyzer stopping): its live flows are marked."""
+            if up or stopping:
+                return
+            task = asyncio.create_task(sink.agent_gone(host, cfg.flow.expire * 1000))
+            marking.add(task)
+            task.add_done_callback(_log_failure(f"flows of agent {host}", marking))
+        agents.listeners.append(mark_flows)
         rpc_address = await rpc.start()
         await orchestrator.start()
         server = _Server(uvicorn.Config(http_app(api, auth, cfg), log_level="warning",

@@ -55,6 +55,9 @@ from skygraph.topology.schema import (
 FLOW = quote(FLOW_LABEL)
 HOST = "Host"  # the agent (host ID) that sent the flow
 UPDATED_AT = "UpdatedAt"  # ms epoch, when the analyzer wrote it
+# ms epoch: the agent went away while the flow could still be active (seen within
+# flow.expire); the next update of the flow (the agent back) clears it
+AGENT_DISCONNECTED_AT = "AgentDisconnectedAt"
 PARENT_UUID = "ParentUUID"  # stored on inner flows only
 RAW_PACKETS = "LastRawPackets"  # on the wire only: the packets kept since the last update
 FLOW_UUID = "FlowUUID"  # on samples and raw packets: their flow
@@ -291,6 +294,12 @@ LINK_CHILDREN = (
 LINK_NEW_NODE = (
     f"WITH n WHERE n.TID IS NOT NULL MATCH (f:{FLOW} {{NodeTID: n.TID}}) "
     f"CREATE (f)-[:{_CAPTURED_ON}]->(n)"
+)
+# host, since, now: the host's flows still possibly active are marked, once.
+MARK_AGENT_GONE = (
+    f"MATCH (f:{FLOW}) WHERE f.`{HOST}` = $host AND f.Last >= $since "
+    f"AND f.`{AGENT_DISCONNECTED_AT}` IS NULL SET f.`{AGENT_DISCONNECTED_AT}` = $now "
+    "RETURN count(f) AS marked"
 )
 BY_UUIDS = f"UNWIND $uuids AS u MATCH (f:{FLOW} {{UUID: u}}) RETURN properties(f) AS p"
 METRIC = quote(FLOW_METRIC_LABEL)

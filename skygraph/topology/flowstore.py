@@ -29,12 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skygraph.topology.flowschema import (
+    AGENT_DISCONNECTED_AT,
     BY_UUIDS,
     CLEAR,
     DEFAULT_MAX_RAW_PACKETS,
     LINK_CHILDREN,
     LINK_NODES,
     LINK_PARENTS,
+    MARK_AGENT_GONE,
     PACKETS_OF,
     PRUNE,
     PRUNE_SAMPLES,
@@ -136,6 +138,13 @@ class FlowStore:
         for packets in out.values():
             packets.sort(key=lambda p: p["Index"])
         return out
+
+    async def mark_agent_gone(self, host: str, since_ms: int, now_ms: int) -> int:
+        """Mark the flows of `host` seen since `since_ms` with `AgentDisconnectedAt`;
+        return how many were marked."""
+        records = await self.store.run(MARK_AGENT_GONE, {"host": host, "since": since_ms,
+                                                         "now": now_ms})
+        return int(records[0]["marked"]) if records else 0
 
     async def prune(self, now_ms: int) -> int:
         """Delete the metric samples, then the flows, whose `Last` is more than
@@ -260,6 +269,17 @@ class FlowSink:
         target = self.stats.accepted
         async with self._done:
             await self._done.wait_for(lambda: self._committed >= target)
+
+    async def agent_gone(self, host: str, active_ms: int) -> int:
+        """The agent of `host` went away: once what it sent is written, mark its flows
+        seen within the last `active_ms` (flow.expire) as possibly cut short."""
+        await self.flush()
+        now = self.clock()
+        marked = await self.flows.mark_agent_gone(host, now - active_ms, now)
+        if marked:
+            log.info("flows: agent %s gone: %d flows marked %s", host, marked,
+                     AGENT_DISCONNECTED_AT)
+        return marked
 
     @property
     def queued(self) -> int:

@@ -211,7 +211,7 @@ def test_vxlan_inner_flows_tied_to_the_tunnel_and_a_killed_agent(analyzer_at, tm
     over eth1 and a veth to the VM): on host A's eth1 the inner ICMP flow's ParentUUID is
     the VXLAN flow's UUID, and its TrackingID is the one of the decapsulated flow on host
     B's veth (same frame, same identity). Then agent B is killed (SIGKILL): its host is
-    marked, its topology and flows stay queryable."""
+    marked, its flows too (AgentDisconnectedAt), its topology and flows stay queryable."""
     with two_hosts(f"{RUN_ID}x") as lab, analyzer_at() as a:
         for i, h in enumerate((lab.a, lab.b), 1):
             sh("ip", "link", "add", "vx0", "type", "vxlan", "id", "42", "local", f"192.168.77.{i}",
@@ -287,3 +287,7 @@ def test_vxlan_inner_flows_tied_to_the_tunnel_and_a_killed_agent(analyzer_at, tm
             assert [n["Host"] for n in gremlin(a, "G.V().Has('Name', 'vtap')")
                     if n["Host"] == lab.b.name] == [lab.b.name]
             assert three_each_way(flows_on(lab.b, "vtap", "ICMPv4"))
+            # B's flows (seen within flow.expire) are marked as cut short; A's are not
+            wait("B's flows marked", lambda: all(
+                f.get("AgentDisconnectedAt") for f in flows_on(lab.b, "vtap", "ICMPv4")))
+            assert not any(f.get("AgentDisconnectedAt") for f in flows_on(lab.a, "eth1", "ICMPv4"))
