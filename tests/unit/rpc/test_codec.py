@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from skygraph.rpc import agent_pb2 as pb
@@ -55,7 +55,7 @@ def test_every_mutation_kind_round_trips(m: StoreMutation) -> None:
 
 
 @given(st.lists(nodes, max_size=30), st.lists(edges, max_size=30), st.integers(200, 5000))
-@settings(max_examples=60)
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])  # big lists, slow CI
 def test_sync_chunks_reassemble(ns: list[Node], es: list[Edge], max_bytes: int) -> None:
     msgs = [wire(m) for m in codec.sync_messages(ns, es, max_bytes)]
     assert [m.sync.more for m in msgs] == [True] * (len(msgs) - 1) + [False]
