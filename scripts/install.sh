@@ -10,7 +10,8 @@ cd "$here"
 
 apt_pkgs=(python3 python3-venv python3-dev gcc iproute2 iputils-ping tcpdump tshark tcpreplay chromium
           softflowd nfdump openvswitch-switch netcat-openbsd procps curl openssl libpcap0.8
-          pmacct)  # pmacct: sfacctd, an independent sFlow decoder for the target tests
+          pmacct   # pmacct: sfacctd, an independent sFlow decoder for the target tests
+          vagrant) # vagrant: `vagrant validate` of the lab's Vagrantfile
 if [ "${SKYGRAPH_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${apt_pkgs[@]}"; do
