@@ -310,14 +310,16 @@ def status(layout: Layout) -> dict[str, Any]:
     namespaces = net.existing_namespaces(layout)
     api = _get(layout, "/api/status") if running.get("analyzer") else None
     agents = {h: bool(a.get("Connected")) for h, a in ((api or {}).get("Agents") or {}).items()}
-    tunnel = {}
+    tunnel: dict[str, dict[str, str]] = {}
     for h in layout.hosts:
         if h.netns in namespaces and running.get(f"{h.host_id}/ovs-vswitchd"):
             try:
-                tunnel[h.host_id] = net.vsctl(h, "get", "interface", "gre0", "options:remote_ip",
-                                              "error").split()
-            except LabError as exc:
-                tunnel[h.host_id] = [str(exc)]
+                remote, error = net.vsctl(h, "get", "interface", "gre0", "options:remote_ip",
+                                          "error").splitlines()
+                tunnel[h.host_id] = {"RemoteIP": remote.strip('"'),
+                                     "Error": "" if error == "[]" else error.strip('"')}
+            except (LabError, ValueError) as exc:
+                tunnel[h.host_id] = {"RemoteIP": "", "Error": str(exc)}
     is_up = (all(running.values()) and len(namespaces) == len(layout.namespaces)
              and sorted(a for a, c in agents.items() if c) == ["agent1", "agent2"])
     return {"Prefix": layout.prefix, "Dir": str(layout.dir), "Up": is_up,
@@ -334,12 +336,11 @@ def print_status(doc: dict[str, Any]) -> None:
     for host, connected in sorted(doc["Agents"].items()):
         print(f"  agent {host}: {'connected' if connected else 'disconnected'}")
     for host, tun in sorted(doc["Tunnels"].items()):
-        print(f"  {host} gre0: {' '.join(tun)}")
+        print(f"  {host} gre0 -> {tun['RemoteIP'] or '?'}: {tun['Error'] or 'ok'}")
 
 
 def print_summary(layout: Layout) -> None:
     a, b = layout.hosts
-    cli = f"skygraph {{}} --analyzer {layout.listen}"
     print(f"""lab {layout.prefix} is up
   analyzer   {layout.url}  (GraphQL: {layout.url}/graphql)
   agents     agent1 in {a.netns}, agent2 in {b.netns} (gRPC {layout.rpc})
@@ -348,7 +349,9 @@ def print_summary(layout: Layout) -> None:
   state      {layout.dir}  (logs: analyzer.log, agent1.log, agent2.log)
 try:
   ip netns exec {a.vm_netns} ping -c 3 {b.vm_ip}
-  {cli.format('query')} "G.V().Has('Type', 'host').Out().Has('Name', 'eth1').In()"
-  {cli.format('capture create')} --gremlin "G.V().Has('Type', 'host').Has('Name', 'agent1')\
+  export SKYGRAPH_ANALYZER={layout.listen}
+  skygraph query "G.V().Has('Name', 'tor1').Out().Out().Has('Name', 'eth1').Dedup().Values('@Host')"
+  skygraph capture create --gremlin "G.V().Has('Type', 'host').Has('Name', 'agent1')\
 .Out().Has('Name', 'eth1')"
-stop:  skygraph lab down --prefix {layout.prefix}""")
+stop:  skygraph lab down{'' if layout.prefix == DEFAULT_PREFIX else ' --prefix ' + layout.prefix}\
+{'' if layout.dir == Layout.make(layout.prefix).dir else ' --dir ' + str(layout.dir)}""")

@@ -44,25 +44,24 @@ def test_tor_ports_linked_to_agents_eth1_and_kept_through_a_restart(analyzer_at,
         ports = gremlin(a, "G.V().Has('Name', 'tor1').Out().Dedup().Values('Name')")
         assert sorted(ports) == ["TOR1_PORT1", "TOR1_PORT2"]
         assert gremlin(a, "G.V().Has('Name', 'TOR1_PORT1').Values('MTU')") == ["1500"]
-        with agent(lab.a, a.rpc, tmp_path):
-            with agent(lab.b, a.rpc, tmp_path):
-                eth1 = wait("TOR1_PORT1 linked to host A's eth1",
-                            lambda: linked(a, "TOR1_PORT1"))
-                assert [n["Host"] for n in eth1] == [lab.a.name]
-                eth1_b = wait("TOR1_PORT2 linked to host B's eth1",
-                              lambda: linked(a, "TOR1_PORT2"))
-                assert [n["Host"] for n in eth1_b] == [lab.b.name]
-                edge = gremlin(a, "G.V().Has('Name', 'TOR1_PORT1').OutE()"
-                                  ".Has('RelationType', 'layer2')")
-                link = [e for e in edge if e["Child"] == eth1[0]["ID"]]
-                assert len(link) == 1 and link[0]["Host"] == ""
-                assert link[0]["Metadata"] == {"RelationType": "layer2", "Type": "fabric"}
-                # from a host to the other through the fabric, as Skydive's lab shows it
-                path = gremlin(a, f"G.V().Has('Type', 'host').Has('Name', '{lab.a.name}')"
-                                  ".Out().Has('Name', 'eth1').In().Has('Name', 'TOR1_PORT1')"
-                                  ".In().Has('Name', 'tor1').Out().Out().Has('Name', 'eth1')"
-                                  ".Dedup().Values('@Host')")
-                assert sorted(path) == sorted([lab.a.name, lab.b.name])
+        with agent(lab.a, a.rpc, tmp_path), agent(lab.b, a.rpc, tmp_path):
+            eth1 = wait("TOR1_PORT1 linked to host A's eth1",
+                        lambda: linked(a, "TOR1_PORT1"))
+            assert [n["Host"] for n in eth1] == [lab.a.name]
+            eth1_b = wait("TOR1_PORT2 linked to host B's eth1",
+                          lambda: linked(a, "TOR1_PORT2"))
+            assert [n["Host"] for n in eth1_b] == [lab.b.name]
+            edge = gremlin(a, "G.V().Has('Name', 'TOR1_PORT1').OutE()"
+                              ".Has('RelationType', 'layer2')")
+            link = [e for e in edge if e["Child"] == eth1[0]["ID"]]
+            assert len(link) == 1 and link[0]["Host"] == ""
+            assert link[0]["Metadata"] == {"RelationType": "layer2", "Type": "fabric"}
+            # from a host to the other through the fabric, as Skydive's lab shows it
+            path = gremlin(a, f"G.V().Has('Type', 'host').Has('Name', '{lab.a.name}')"
+                              ".Out().Has('Name', 'eth1').In().Has('Name', 'TOR1_PORT1')"
+                              ".In().Has('Name', 'tor1').Out().Out().Has('Name', 'eth1')"
+                              ".Dedup().Values('@Host')")
+            assert sorted(path) == sorted([lab.a.name, lab.b.name])
         # agent A again: a fresh process, a full resync; the link is the same edge
         with agent(lab.a, a.rpc, tmp_path):
             wait("host A connected again", lambda: [

@@ -81,8 +81,8 @@ def test_lab_is_up_and_shaped_like_the_vagrant_lab(lab: Lab) -> None:
     assert status["Up"] is True
     assert status["Agents"] == {"agent1": True, "agent2": True}
     assert all(status["Processes"].values()), status["Processes"]
-    assert status["Tunnels"] == {"agent1": ['"192.168.50.30"', "[]"],
-                                 "agent2": ['"192.168.50.20"', "[]"]}
+    assert status["Tunnels"] == {"agent1": {"RemoteIP": "192.168.50.30", "Error": ""},
+                                 "agent2": {"RemoteIP": "192.168.50.20", "Error": ""}}
     # a second `up` of the same lab is refused, naming what exists
     again = skygraph("lab", "up", "--prefix", lab.prefix, "--dir", str(lab.dir))
     assert again.returncode == 1 and f"lab {lab.prefix} exists" in again.stderr
@@ -168,30 +168,32 @@ def test_seed_004_inner_flows_tied_to_the_gre_flow(lab: Lab) -> None:
 
 # ---------------------------------------------------------------- seed 002
 def test_seed_002_bpf_rawpackets_pcap_and_default_types(lab: Lab, tmp_path: Path) -> None:
+    """vagrant/README.md section 4, command for command."""
     try:
-        # BPF filtering: only the ICMP of a ping (its ARP exchange is filtered out)
-        lab.sh("ip", "neigh", "flush", "all", ns="vm1")
-        bpf = lab.capture(GremlinQuery="G.V().Has('Name', 'eth0')", BPFFilter="icmp", nodes=2)
-        assert " 0% packet loss" in lab.sh("ping", "-c", "2", "-i", "0.2", "192.168.0.2",
-                                           ns="vm1")
-        wait("the ping's flow on both VMs' eth0", lambda: len(
-            [f for f in flows(lab, CaptureID=bpf) if f["Application"] == "ICMPv4"
-             and (f["Metric"]["ABPackets"], f["Metric"]["BAPackets"]) == (2, 2)]) == 2)
-        assert {f["Application"] for f in flows(lab, CaptureID=bpf)} == {"ICMPv4"}
-        lab.delete_captures()   # a flow's UUID names its interface, not its capture
-
-        # raw packets: 5 per flow; no --type: a veth gets afpacket, an OVS port ovsmirror
-        # (seed 002: "by default the most adapted type is chosen")
-        raw = lab.capture("--gremlin", "G.V().Has('Name', 'eth0')", "--rawpacket-limit", "5",
-                          nodes=2)
+        bpf = lab.capture("--gremlin", "G.V().Has('Name', 'eth0')", "--bpf", "icmp", nodes=2)
+        raw = lab.capture("--gremlin", "G.V().Has('Name', 'eth0')", "--type", "pcap",
+                          "--rawpacket-limit", "5", nodes=2)
+        # no --type: a veth gets afpacket, an OVS port ovsmirror (seed 002: "by default
+        # the most adapted type is chosen")
         port = lab.capture(GremlinQuery="G.V().Has('Type', 'ovsport').Has('Name', 'vm1-eth0')")
         types = {cid: {(c["NodeType"], c["Type"]) for c in lab.captures_on(cid)}
-                 for cid in (raw, port)}
-        assert types == {raw: {("veth", "afpacket")}, port: {("ovsport", "ovsmirror")}}
+                 for cid in (bpf, raw, port)}
+        assert types == {bpf: {("veth", "afpacket")}, raw: {("veth", "pcap")},
+                         port: {("ovsport", "ovsmirror")}}
+        lab.sh("ip", "neigh", "flush", "all", ns="vm1")     # an ARP exchange first
         assert " 0% packet loss" in lab.sh("ping", "-c", "1", "192.168.0.2", ns="vm1")
-        wait("the ping's flow on both VMs' eth0", lambda: len(
-            [f for f in flows(lab, CaptureID=raw) if f["Application"] == "ICMPv4"
-             and (f["Metric"]["ABPackets"], f["Metric"]["BAPackets"]) == (1, 1)]) == 2)
+        eth0 = {tid(lab, VM1_ETH0), tid(lab, VM2_ETH0)}
+
+        def pings() -> list[dict[str, Any]]:
+            found = [f for f in flows(lab, Application="ICMPv4") if f["NodeTID"] in eth0
+                     and f["CaptureID"] in (bpf, raw)
+                     and (f["Metric"]["ABPackets"], f["Metric"]["BAPackets"]) == (1, 1)]
+            return found if len(found) == 2 else []
+        wait("the ping's flow on both VMs' eth0", pings)
+        # the ARP exchange: seen by the unfiltered capture, never by the BPF one
+        wait("the ARP flow of the unfiltered capture", lambda: [
+            f for f in flows(lab, Application="ARP", CaptureID=raw) if f["NodeTID"] in eth0])
+        assert {f["Application"] for f in flows(lab, CaptureID=bpf)} <= {"ICMPv4"}
         pcap = tmp_path / "icmp.pcap"
 
         def downloaded() -> bool:
@@ -263,15 +265,15 @@ def test_graphql_and_the_docs_neo4j_browser_queries(lab: Lab) -> None:
                   sorted(n["name"] for n in e["node"]["neighbors"]))
                  for e in data["nodes"]["edges"])
     assert vms == [("agent1", "vm1", ["eth0", "lo"]), ("agent2", "vm2", ["eth0", "lo"])]
-    data = lab.graphql('{ nodes(filter: {type: "gre"}) { edges { node { host metadata '
-                       'neighbors(direction: IN, filter: {type: "ovsport"}) { name } } } } }')
+    documented = doc_blocks("graphql")
+    data = lab.graphql(documented["lab-graphql-tunnels"])
     assert sorted((e["node"]["host"], e["node"]["metadata"]["RemoteIP"],
                    [n["name"] for n in e["node"]["neighbors"]])
                   for e in data["nodes"]["edges"]) == [
         ("agent1", "192.168.50.30", ["gre0"]), ("agent2", "192.168.50.20", ["gre0"])]
-    inner = lab.graphql(f'{{ flows(filter: {{trackingID: "{injection["TrackingID"]}"}}) '
-                        f'{{ edges {{ node {{ id parentUUID host }} }} }} }}')
-    [flow] = [e["node"] for e in inner["flows"]["edges"] if e["node"]["parentUUID"]]
+    inner = lab.graphql(documented["lab-graphql-inner-flows"])
+    [flow] = [e["node"] for e in inner["flows"]["edges"] if e["node"]["parentUUID"]
+              and e["node"]["trackingID"] == injection["TrackingID"]]
     gre = lab.graphql('{ flows(filter: {application: "GRE", host: "agent1"}) '
                       '{ edges { node { id layersPath } } } }')
     assert flow["parentUUID"] in [e["node"]["id"] for e in gre["flows"]["edges"]]
