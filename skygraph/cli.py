@@ -98,6 +98,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["flows"]:
+        return _flows(argv[1:])
     args = parser().parse_args(argv)
     try:
         cfg = load(args.conf)
@@ -148,6 +151,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 2
+
+
+def _flows(argv: list[str]) -> int:
+    """`skygraph flows`, started without building the whole parser: the offline command
+    needs none of the other commands' modules (the agent's alone take seconds to import)."""
+    from skygraph.capture import offline
+    f = argparse.ArgumentParser(prog="skygraph flows")
+    offline.add_arguments(f)
+    args = f.parse_args(argv)
+    try:
+        return int(offline.run(args))
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"skygraph: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 def _analyzer(cfg: Config, args: argparse.Namespace) -> int:

@@ -13,10 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-import numpy as np
-
-from skygraph.capture.pcapindex import index_records
-
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
 PCAPNG_SHB = 0x0A0D0D0A
@@ -147,7 +143,18 @@ class Block:
     """A run of whole classic-pcap records: `data` holds them, `offsets` their headers."""
 
     data: bytes
-    offsets: Any  # numpy int64 array
+    offsets: Any  # int64 sequence (numpy array or memoryview)
+
+
+def _load_index() -> Callable[[bytes, bool], tuple[bytes, int]] | None:
+    try:
+        from skygraph.capture._fastflow import index
+    except ImportError:
+        return None
+    return index
+
+
+_native_index = _load_index()  # C record walk, when the extension is built
 
 
 def _scan(data: bytes, rec: struct.Struct) -> tuple[list[int], int]:
@@ -164,33 +171,69 @@ def _scan(data: bytes, rec: struct.Struct) -> tuple[list[int], int]:
     return offsets, off
 
 
+def _index(data: bytes, order: str) -> tuple[Any, int]:
+    """Offsets of the whole records at the start of `data`, and the offset after them."""
+    if _native_index is not None:
+        raw, off = _native_index(data, order == "<")
+        return memoryview(raw).cast("q"), off
+    import numpy as np
+
+    from skygraph.capture.pcapindex import index_records
+    found = index_records(data, order == "<")
+    if found is not None:
+        return found
+    listed, off = _scan(data, struct.Struct(order + "I"))
+    return np.array(listed, dtype=np.int64), off
+
+
 def read_blocks(path: Path, info: PcapInfo,
                 block_size: int | Callable[[], int] = 32 << 20) -> Iterator[Block]:
     """Classic pcap records in blocks of about `block_size` bytes (bounded memory);
-    a callable is asked again before each read."""
-    rec = struct.Struct(info.byte_order + "I")
+    a callable is asked again before each read.  A block may end with the start of
+    a record the next block holds whole."""
     with open(path, "rb") as f:
         f.seek(info.header_size)
-        carry = b""
         pos = info.header_size
+        if not f.seekable():
+            yield from _read_stream(f, path, info, pos, block_size)
+            return
+        want = 0
         while True:
-            chunk = f.read(block_size() if callable(block_size) else block_size)
-            data = carry + chunk if carry else chunk
+            size = max(want, block_size() if callable(block_size) else block_size)
+            data = f.read(size)
             if not data:
                 return
-            found = index_records(data, info.byte_order == "<")
-            if found is not None:
-                offsets, off = found
-            else:
-                listed, off = _scan(data, rec)
-                offsets = np.array(listed, dtype=np.int64)
-            if not chunk:
+            offsets, off = _index(data, info.byte_order)
+            if len(data) < size:  # the end of the file
                 if off != len(data):
                     raise PcapError(f"{path}: record at byte {pos + off} truncated")
                 if len(offsets):
                     yield Block(data, offsets)
                 return
+            # The record cut by the block's end is read again with the next block.
+            f.seek(off - len(data), 1)
             pos += off
-            carry = data[off:]
+            want = 0 if off else 2 * size  # a record larger than the block
             if len(offsets):
                 yield Block(data, offsets)
+
+
+def _read_stream(f: BinaryIO, path: Path, info: PcapInfo, pos: int,
+                 block_size: int | Callable[[], int]) -> Iterator[Block]:
+    carry = b""
+    while True:
+        chunk = f.read(block_size() if callable(block_size) else block_size)
+        data = carry + chunk if carry else chunk
+        if not data:
+            return
+        offsets, off = _index(data, info.byte_order)
+        if not chunk:
+            if off != len(data):
+                raise PcapError(f"{path}: record at byte {pos + off} truncated")
+            if len(offsets):
+                yield Block(data, offsets)
+            return
+        pos += off
+        carry = data[off:]
+        if len(offsets):
+            yield Block(data, offsets)
