@@ -6,7 +6,9 @@ Builds two namespaces joined by a veth (sender `tx0` 198.18.N.1, receiver `rx0`
 as in benchmarks/pipeline.py) and runs the capture sources in this process, as
 the agent's capture manager does (`skygraph.capture.sources.source_for` with a
 `SourceContext` for the rx0 node; flows go to a sink that keeps the last
-version of each flow).
+version of each flow).  Flow tables use `--update` (default 60 s, the agent's
+`flow.update`; each update tick copies every touched flow on the capture's
+thread, which `--update 1` makes part of the measurement) and expire 600 s.
 
 sflow: `--datagrams` distinct sFlow v5 datagrams are built with skygraph's own
 encoder (skygraph/exporters/sflow.py): `--samples` flow samples each, carrying
@@ -31,11 +33,15 @@ PACKET_STATISTICS), received rate = (received - dropped) / the replay's
 duration, this process's CPU seconds from the replay's start until the
 capture has stopped (final flows flushed), and the outer flows (ParentUUID
 empty: ebpf does not split VXLAN) by TrackingID: whether both capture types
-found the same flows, and with no drops the same packet counts per flow.
+found the same flows, whether each one's flows hold every packet it delivered,
+and with no drops the same packet counts per flow.  Then one more pair paced
+with `tcpreplay --pps` (`--paced`, 1 loop), slow enough for both to keep up,
+whose per-flow packet counts are compared.
 
     .venv/bin/python benchmarks/captures.py [--only sflow|ebpf] [--packets N]
         [--flows N] [--loops N] [--runs N] [--datagrams N] [--samples N]
-        [--header N] [--sflow-loops N] [--update S] [--keep DIR]
+        [--header N] [--sflow-loops N] [--sflow-pps N] [--paced PPS] [--update S]
+        [--keep DIR]
 
 Needs root and tcpreplay (scripts/install.sh).  Exit status 0 when the
 measurement ran.
@@ -468,20 +474,28 @@ class CaptureRun:
         return self.delivered / float(self.replay.seconds)
 
 
+def replay(the_lab: Any, pcap: Path, loops: int, pps: int = 0) -> Any:
+    """tcpreplay from tx0, at top speed (pps 0) or `pps` packets/s; its count and time."""
+    rate = f"--pps={pps}" if pps else "--topspeed"
+    return parse_replay(bench_pipeline.sh("tcpreplay", "-i", TX, rate, "--preload-pcap",
+                                          f"--loop={loops}", str(pcap), ns=the_lab.sender))
+
+
 def capture_run(kind: str, the_lab: Any, rx: Iface, pcap: Path, loops: int,
-                update: int) -> CaptureRun:
+                update: int, pps: int = 0) -> CaptureRun:
     sink = Sink()
     spec = {"Type": kind, "LayerKeyMode": "L3"}
     with capture(spec, rx, sink, update) as source:
         lost0 = the_lab.lost()
         before = source.stats()
         cpu0, t0 = cpu_self(), time.monotonic()
-        rep = bench_pipeline.replay(the_lab, pcap, loops)
+        rep = replay(the_lab, pcap, loops, pps)
         after = settle(lambda: (lambda s: (s.packets_received, s.packets_dropped))(
             source.stats()))
         lost1 = the_lab.lost()
     cpu = cpu_self() - cpu0  # the final flows are in the sink once stopped
-    return CaptureRun(kind, rep, after[0] - before.packets_received,
+    label = f"{kind}@{pps // 1000}k" if pps else kind
+    return CaptureRun(label, rep, after[0] - before.packets_received,
                       after[1] - before.packets_dropped, lost1 - lost0, cpu,
                       time.monotonic() - t0, sink.outer())
 
@@ -503,10 +517,13 @@ def compare(ebpf: CaptureRun, afpacket: CaptureRun) -> str:
     if a.keys() != b.keys():
         return (f"flows differ: {len(a.keys() - b.keys())} only in ebpf, "
                 f"{len(b.keys() - a.keys())} only in afpacket")
+    held = ", ".join(
+        f"{r.kind}'s flows hold {'every' if sum(r.flows.values()) == r.delivered else 'NOT every'}"
+        f" packet it delivered" for r in (ebpf, afpacket))
     if ebpf.dropped or afpacket.dropped:
-        return f"same {len(a)} flows (packet counts not compared: drops)"
+        return f"same {len(a)} flows (packet counts per flow not compared: drops); {held}"
     same = sum(1 for k in a if a[k] == b[k])
-    return f"same {len(a)} flows, {same} with the same packet count"
+    return f"same {len(a)} flows, {same} with the same packet count; {held}"
 
 
 def bench_ebpf(args: argparse.Namespace, the_lab: Any, rx: Iface, work: Path) -> None:
@@ -526,15 +543,26 @@ def bench_ebpf(args: argparse.Namespace, the_lab: Any, rx: Iface, work: Path) ->
             print(capture_row(run), flush=True)
             time.sleep(1)
         runs.append((pair[0], pair[1]))
+    paced: tuple[CaptureRun, CaptureRun] | None = None
+    if args.paced:
+        eb = capture_run("ebpf", the_lab, rx, pcap, 1, args.update, args.paced)
+        print(capture_row(eb), flush=True)
+        time.sleep(1)
+        af = capture_run("afpacket", the_lab, rx, pcap, 1, args.update, args.paced)
+        print(capture_row(af), flush=True)
+        paced = (eb, af)
     print("legend: sent/secs: tcpreplay's count and duration; veth: lost between tx0 and rx0; "
           "received/dropped: the capture's PacketsReceived/\nPacketsDropped (ebpf: seen by the "
           "kernel program / not counted, map full; afpacket: the ring's PACKET_STATISTICS);\n"
           "recv/s = (received - dropped) / secs; CPU s: this process (the capture's thread) "
           "over window: from the replay's start until\nthe counters settled and the capture "
           "stopped (final flows flushed); CPU: % of one core over window; flows: outer "
-          "flows (no ParentUUID) by TrackingID; in flows: their packets")
+          "flows (no ParentUUID)\nby TrackingID; in flows: their packets; @Nk: a paced run "
+          "(tcpreplay --pps, 1 loop) where both should keep up")
     for n, (eb, af) in enumerate(runs, 1):
         print(f"run {n}: {compare(eb, af)}")
+    if paced is not None:
+        print(f"paced run (tcpreplay --pps {args.paced}, 1 loop): {compare(*paced)}")
     eb_pps = statistics.median(e.pps for e, _ in runs)
     af_pps = statistics.median(a.pps for _, a in runs)
     eb_cpu = statistics.median(e.cpu for e, _ in runs)
@@ -558,9 +586,12 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=7, help="flow samples per datagram")
     ap.add_argument("--header", type=int, default=128, help="sampled header bytes")
     ap.add_argument("--sflow-loops", type=int, default=10, help="tcpreplay --loop (sflow)")
+    ap.add_argument("--paced", type=int, default=25_000,
+                    help="pps of one more ebpf/afpacket pair, 1 loop (0: none)")
     ap.add_argument("--sflow-pps", type=int, default=0,
                     help="send sFlow datagrams at this rate instead of top speed")
-    ap.add_argument("--update", type=int, default=1, help="flow table update period (s)")
+    ap.add_argument("--update", type=int, default=60,
+                    help="flow.update of the captures' flow tables (s; the agent's default)")
     ap.add_argument("--keep", type=Path, default=None, help="directory to keep the pcaps in")
     args = ap.parse_args()
     if shutil.which("tcpreplay") is None:

@@ -10,6 +10,9 @@ end).  Captures run in this process as the agent's capture manager runs them
 (`source_for` on a `SourceContext` for the rx0 node, the agent's target
 factory `skygraph.agent.target_factory`), so the target sockets are opened in
 this namespace and their packets cross the veth to T, as an agent's would.
+Flow tables (local, netflowv5) use `--update` (default 60 s, the agent's
+`flow.update`: NetFlow records leave on update and expire ticks and when the
+capture stops; `--update 1` exports every second) and expire 600 s.
 
 A generated trace (benchmarks/flowtable.py: `--packets`, `--flows`, TCP, UDP,
 ICMP, 10 % of the flows in VXLAN) is replayed from tx0 with `tcpreplay
@@ -460,7 +463,8 @@ def main() -> int:
     ap.add_argument("--flows", type=int, default=2_000, help="flows in the trace")
     ap.add_argument("--loops", type=int, default=4, help="tcpreplay --loop per run")
     ap.add_argument("--runs", type=int, default=3, help="runs of each capture")
-    ap.add_argument("--update", type=int, default=1, help="flow table update period (s)")
+    ap.add_argument("--update", type=int, default=60,
+                    help="flow.update of the captures' flow tables (s; the agent's default)")
     ap.add_argument("--only", default=",".join(KINDS), help="comma-separated captures to run")
     ap.add_argument("--keep", type=Path, default=None, help="directory to keep files in")
     args = ap.parse_args()
