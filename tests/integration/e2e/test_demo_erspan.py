@@ -31,7 +31,7 @@ def test_erspan_demo(target_type: str) -> None:
     injection = json.loads(re.search(r"^injection: (.*)$", text, re.M).group(1))
     frames = [line.split("\t") for line in text.splitlines() if line.startswith("eth:")]
     assert len(frames) == 2 * count
-    for protocols, span, src, dst, icmp_type, ident, _seq in frames:
+    for protocols, span, src, dst, _icmp_type, ident, _seq in frames:
         assert protocols == "eth:ethertype:ip:gre:erspan:eth:ethertype:ip:icmp"
         assert span == "7"
         assert int(ident) == injection["ICMPID"]
