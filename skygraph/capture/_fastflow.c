@@ -1,30 +1,38 @@
 /* _fastflow: the flow table's common case at C speed.
  *
  * Owns the per-record loop of the batch path (skygraph/capture/fastpath.py):
- * it walks classic pcap records, recognises the common case --
+ * it walks blocks of classic pcap records, recognises the common case --
  * Ethernet/IPv4/{TCP,UDP,ICMPv4} without IP options or fragments, optionally
  * inside one VXLAN tunnel -- computes each packet's Skydive flow key
  * (xxHash64, byte-exact with flowkey.keys) and, for flows the table already
- * holds, sums packets, bytes and TCP flags per flow.  Everything that needs
- * Python goes back to it, one record at a time and in file order: records
- * outside the common case and those creating a flow (`EXACT`), TCP SYN/FIN/RST
- * and ICMP echo while the RTT is unknown (`EVENT`, after the record is summed),
- * and update/expire ticks (`TICK`, before the record).  `flush` hands the sums
- * over (FastPath applies them to the flows and their LRU order).
+ * holds, sums packets, bytes and TCP flags per flow.  What needs Python goes
+ * back to it in file order: in a queue handed over with the next result (TCP
+ * SYN/FIN/RST events after the record is summed; common-case records creating
+ * a flow while the table has room), or as the result itself -- any other
+ * record (`EXACT`), ICMP echo while the RTT is unknown (`EVENT`, after the
+ * record is summed), update/expire ticks (`TICK`, before the record).
+ * `flush` hands the sums over (FastPath applies them to the flows and their
+ * LRU order).
  *
  * Flows are found through the table (`get(key)`, FlowTable.get) and cached in
  * slots holding a reference to their FlowState; a slot is trusted only in the
  * epoch it was checked in (`invalidate` starts a new one whenever the table may
- * have dropped flows), otherwise it is checked against the table again.
+ * have dropped flows, `stale` for one flow the exact path fed), otherwise it is
+ * checked against the table again.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define FASTFLOW_VERSION 1
+#define FASTFLOW_VERSION 3
 
-enum { R_END = 0, R_TICK = 1, R_EXACT = 2, R_EVENT = 3 };
+/* results of run(): block done, tick due, record for the exact path, ICMP echo
+ * event, sums to apply (a packet counter is near its limit), queue full */
+enum { R_END = 0, R_TICK = 1, R_EXACT = 2, R_EVENT = 3, R_FLUSH = 4, R_MORE = 5 };
+#define QUEUE_MAX 4096
 
 /* ---- xxHash64 (XXH64, seed 0 for flow keys) ------------------------------- */
 static const uint64_t P1 = 0x9E3779B185EBCA87ULL, P2 = 0xC2B2AE3D27D4EB4FULL,
@@ -167,13 +175,32 @@ static int parse(const uint8_t *f, int64_t avail, Hdr *h)
     return 1;
 }
 
-static inline uint8_t *put_be(uint8_t *p, uint64_t v, int n)
+static inline uint8_t *put16(uint8_t *p, uint32_t v)
 {
-    for (int i = n - 1; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-    return p + n;
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+    return p + 2;
+}
+
+static inline uint8_t *put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+    return p + 4;
+}
+
+static inline uint8_t *put64(uint8_t *p, uint64_t v)
+{
+    put32(p, (uint32_t)(v >> 32));
+    return put32(p + 4, (uint32_t)v);
+}
+
+static inline uint8_t *put48(uint8_t *p, uint64_t v)
+{
+    put16(p, (uint32_t)(v >> 32));
+    return put32(p + 2, (uint32_t)v);
 }
 
 /* flowkey.keys for a common-case sub-packet: the bytes hashed for the table key
@@ -183,66 +210,95 @@ static size_t key_bytes(uint8_t *buf, const Hdr *h, int l2, int64_t vni, const u
 {
     uint8_t *p = buf;
     int swap = h->src_ip > h->dst_ip;
-    p = put_be(p, swap ? h->dst_ip : h->src_ip, 4);
-    p = put_be(p, swap ? h->src_ip : h->dst_ip, 4);
-    p = put_be(p, 1, 8);  /* IPv4 endpoint */
+    p = put32(p, swap ? h->dst_ip : h->src_ip);
+    p = put32(p, swap ? h->src_ip : h->dst_ip);
+    p = put64(p, 1);  /* IPv4 endpoint */
     if (h->proto == 1) {
-        uint32_t word = (uint32_t)fold[h->itype] << 24 | (uint32_t)h->icode << 16 | h->icmp_id;
-        p = put_be(p, word, 4);
-        p = put_be(p, 0, 8);
+        p = put32(p, (uint32_t)fold[h->itype] << 24 | (uint32_t)h->icode << 16 | h->icmp_id);
+        p = put64(p, 0);
     } else if (vni >= 0) {
-        p = put_be(p, (uint64_t)vni, 4);
-        p = put_be(p, h->dport, 2);
-        p = put_be(p, 0, 8);
+        p = put32(p, (uint32_t)vni);
+        p = put16(p, h->dport);
+        p = put64(p, 0);
     } else {
-        p = put_be(p, swap ? h->dport : h->sport, 2);
-        p = put_be(p, swap ? h->sport : h->dport, 2);
-        p = put_be(p, h->proto == 6 ? 4 : 5, 8);
+        p = put16(p, swap ? h->dport : h->sport);
+        p = put16(p, swap ? h->sport : h->dport);
+        p = put64(p, h->proto == 6 ? 4 : 5);
     }
     if (l2) {
         uint64_t a = h->src_mac, b = h->dst_mac;
-        p = put_be(p, a < b ? a : b, 6);
-        p = put_be(p, a < b ? b : a, 6);
-        p = put_be(p, 3, 8);  /* MAC endpoint */
+        p = put48(p, a < b ? a : b);
+        p = put48(p, a < b ? b : a);
+        p = put64(p, 3);  /* MAC endpoint */
     }
     return (size_t)(p - buf);
 }
 
 /* ---- slots and the key -> slot map ----------------------------------------- */
-typedef struct {
+#define B_DEPTH 1  /* the last packet summed was the inner flow of a VXLAN packet */
+#define B_DIRTY 2  /* sums not handed over yet */
+#define B_ICMP_SHIFT 2 /* ICMP echo events wanted: 0 none, 1 requests, 2 replies */
+#define PK_LIMIT 0x80000000u /* packet counts from which the sums are handed over */
+
+typedef struct {  /* what every packet of the flow reads or writes: one cache line */
     uint64_t key;
-    PyObject *state;  /* FlowState (strong reference); NULL: free */
-    uint64_t a_num;   /* the A endpoint (MAC in L2 mode, else IPv4) */
-    int64_t ab_pk, ab_by, ba_pk, ba_by, last_idx, last_ms;
-    uint64_t uuid;    /* the flow's UUID as a number (hex_id of it) */
+    uint64_t a_num;  /* the A endpoint (MAC in L2 mode, else IPv4) */
+    int64_t ab_by, ba_by, last_idx, last_ms;
+    uint32_t ab_pk, ba_pk;
     uint32_t epoch;
+    uint8_t ab_fl, ba_fl, bits, uuid_state; /* uuid: 0 not read, 1 read, 2 not usable */
+} Hot;
+
+typedef struct {
+    PyObject *state; /* FlowState (strong reference); NULL: free */
+    uint64_t uuid;   /* the flow's UUID as a number (it is hex_id of one) */
     int32_t next_free;
-    uint8_t ab_fl, ba_fl, depth, dirty, icmp_mode;
-    uint8_t uuid_state; /* 0 not read yet, 1 read, 2 not the hex of a 64-bit number */
-} Slot;
+} Cold;
+
+_Static_assert(sizeof(Hot) == 64, "a slot's hot part is one cache line");
+
+/* NamedTuple classes (Tracker's `types`) and strings (`strings`) */
+enum { T_ETH, T_IPV4, T_TCP, T_PORTS, T_ICMP, T_VIEW, T_KEYS, T_COUNT };
+enum { S_PATH_TCP, S_PATH_UDP, S_PATH_ICMP, S_TCP, S_UDP, S_ICMP, S_EMPTY, S_COUNT };
 
 typedef struct {
     PyObject_HEAD
-    PyObject *get;          /* FlowTable.get */
+    PyObject *get;             /* FlowTable.get */
     int l2, tcp_fast, exact_only;
     uint16_t mpls_port;
-    uint8_t special[65536];    /* UDP ports whose payload the decoder decodes */
-    uint8_t vx_special[65536]; /* the same without the VXLAN ports */
+    uint64_t special[1024];    /* UDP ports whose payload the decoder decodes (bitmap) */
+    uint64_t vx_special[1024]; /* the same without the VXLAN ports */
     uint8_t fold[256];         /* ICMPv4 type -> folded ICMPType */
     uint32_t epoch;
     int64_t index;             /* records seen (touch order) */
     int64_t counted;           /* records summed since the last flush */
-    Slot *slots;
-    Py_ssize_t nslots, slots_cap;
+    int need_flush;
+    Hot *hot;                  /* 64-byte aligned */
+    Cold *cold;
+    Py_ssize_t nslots, cap, used;
     int32_t free_head;
-    Py_ssize_t used;           /* bound slots */
     int32_t *map;              /* open addressing on slot keys; -1 empty */
     size_t map_cap, map_count;
     int32_t *dirty;
     Py_ssize_t ndirty, dirty_cap;
+    Py_buffer data, offs;      /* the loaded block */
+    int loaded, little, nanosecond;
+    PyObject *types[T_COUNT];  /* decoder/flowkey NamedTuples built for new flows */
+    PyObject *strings[S_COUNT];
 } Tracker;
 
 static PyObject *s_a_num, *s_rtt_start, *s_flow, *s_metric, *s_rtt, *s_uuid;
+
+static inline int port_in(const uint64_t *set, uint16_t port)
+{
+    return (int)(set[port >> 6] >> (port & 63) & 1);
+}
+
+static inline void port_add(uint64_t *set, long port)
+{
+    if (port >= 0 && port < 65536)
+        set[port >> 6] |= (uint64_t)1 << (port & 63);
+}
 
 static int map_grow(Tracker *t)
 {
@@ -257,7 +313,7 @@ static int map_grow(Tracker *t)
     for (size_t i = 0; i < t->map_cap; i++) {
         if (t->map[i] < 0)
             continue;
-        size_t j = t->slots[t->map[i]].key & (cap - 1);
+        size_t j = t->hot[t->map[i]].key & (cap - 1);
         while (m[j] >= 0)
             j = (j + 1) & (cap - 1);
         m[j] = t->map[i];
@@ -268,14 +324,14 @@ static int map_grow(Tracker *t)
     return 0;
 }
 
-static int32_t map_find(const Tracker *t, uint64_t key)
+static inline int32_t map_find(const Tracker *t, uint64_t key)
 {
     if (!t->map_cap)
         return -1;
     size_t mask = t->map_cap - 1, i = key & mask;
     int32_t idx;
     while ((idx = t->map[i]) >= 0) {
-        if (t->slots[idx].key == key)
+        if (t->hot[idx].key == key)
             return idx;
         i = (i + 1) & mask;
     }
@@ -287,7 +343,7 @@ static int map_put(Tracker *t, int32_t idx)
 {
     if ((t->map_count + 1) * 2 > t->map_cap && map_grow(t) < 0)
         return -1;
-    size_t mask = t->map_cap - 1, i = t->slots[idx].key & mask;
+    size_t mask = t->map_cap - 1, i = t->hot[idx].key & mask;
     while (t->map[i] >= 0)
         i = (i + 1) & mask;
     t->map[i] = idx;
@@ -297,7 +353,7 @@ static int map_put(Tracker *t, int32_t idx)
 
 static void map_del(Tracker *t, int32_t idx)
 {
-    size_t mask = t->map_cap - 1, i = t->slots[idx].key & mask;
+    size_t mask = t->map_cap - 1, i = t->hot[idx].key & mask;
     while (t->map[i] >= 0 && t->map[i] != idx)
         i = (i + 1) & mask;
     if (t->map[i] < 0)
@@ -308,7 +364,7 @@ static void map_del(Tracker *t, int32_t idx)
         j = (j + 1) & mask;
         if (t->map[j] < 0)
             break;
-        size_t home = t->slots[t->map[j]].key & mask;
+        size_t home = t->hot[t->map[j]].key & mask;
         int movable = (i <= j) ? (home <= i || home > j) : (home <= i && home > j);
         if (movable) {
             t->map[i] = t->map[j];
@@ -321,13 +377,33 @@ static void map_del(Tracker *t, int32_t idx)
 
 static void unbind(Tracker *t, int32_t idx)
 {
-    Slot *s = &t->slots[idx];
     map_del(t, idx);
-    Py_CLEAR(s->state);
-    s->dirty = 0;
-    s->next_free = t->free_head;
+    Py_CLEAR(t->cold[idx].state);
+    t->hot[idx].bits = 0;
+    t->cold[idx].next_free = t->free_head;
     t->free_head = idx;
     t->used--;
+}
+
+static int grow_slots(Tracker *t)
+{
+    Py_ssize_t cap = t->cap ? t->cap * 2 : 1024;
+    Hot *hot = aligned_alloc(64, (size_t)cap * sizeof(Hot));
+    Cold *cold = PyMem_Realloc(t->cold, (size_t)cap * sizeof(Cold));
+    if (!hot || !cold) {
+        free(hot);
+        if (cold)
+            t->cold = cold;
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (t->nslots)
+        memcpy(hot, t->hot, (size_t)t->nslots * sizeof(Hot));
+    free(t->hot);
+    t->hot = hot;
+    t->cold = cold;
+    t->cap = cap;
+    return 0;
 }
 
 static int attr_true(PyObject *obj, PyObject *name)
@@ -363,6 +439,13 @@ static int icmp_mode_of(PyObject *state)
     return started ? 2 : 1;
 }
 
+static inline int icmp_mode(const Hot *h) { return h->bits >> B_ICMP_SHIFT & 3; }
+
+static inline void set_icmp_mode(Hot *h, int mode)
+{
+    h->bits = (uint8_t)((h->bits & ~(3 << B_ICMP_SHIFT)) | (mode & 3) << B_ICMP_SHIFT);
+}
+
 static int32_t bind(Tracker *t, uint64_t key, PyObject *state, int icmp)
 {
     PyObject *a = PyObject_GetAttr(state, s_a_num);
@@ -378,34 +461,27 @@ static int32_t bind(Tracker *t, uint64_t key, PyObject *state, int icmp)
     int32_t idx;
     if (t->free_head >= 0) {
         idx = t->free_head;
-        t->free_head = t->slots[idx].next_free;
+        t->free_head = t->cold[idx].next_free;
     } else {
-        if (t->nslots == t->slots_cap) {
-            Py_ssize_t cap = t->slots_cap ? t->slots_cap * 2 : 1024;
-            Slot *s = PyMem_Realloc(t->slots, (size_t)cap * sizeof(Slot));
-            if (!s) {
-                PyErr_NoMemory();
-                return -2;
-            }
-            t->slots = s;
-            t->slots_cap = cap;
-        }
+        if (t->nslots == t->cap && grow_slots(t) < 0)
+            return -2;
         idx = (int32_t)t->nslots++;
     }
-    Slot *s = &t->slots[idx];
-    memset(s, 0, sizeof(Slot));
-    s->key = key;
-    s->next_free = -1;
+    Hot *h = &t->hot[idx];
+    memset(h, 0, sizeof(Hot));
+    h->key = key;
+    t->cold[idx].state = NULL;
+    t->cold[idx].next_free = -1;
     if (map_put(t, idx) < 0) {
-        s->next_free = t->free_head;
+        t->cold[idx].next_free = t->free_head;
         t->free_head = idx;
         return -2;
     }
     Py_INCREF(state);
-    s->state = state;
-    s->a_num = a_num;
-    s->epoch = t->epoch;
-    s->icmp_mode = (uint8_t)mode;
+    t->cold[idx].state = state;
+    h->a_num = a_num;
+    h->epoch = t->epoch;
+    set_icmp_mode(h, mode);
     t->used++;
     return idx;
 }
@@ -414,7 +490,7 @@ static int32_t bind(Tracker *t, uint64_t key, PyObject *state, int icmp)
 static int32_t lookup(Tracker *t, uint64_t key, int icmp)
 {
     int32_t idx = map_find(t, key);
-    if (idx >= 0 && t->slots[idx].epoch == t->epoch)
+    if (idx >= 0 && t->hot[idx].epoch == t->epoch)
         return idx;
     PyObject *k = PyLong_FromUnsignedLongLong(key);
     if (!k)
@@ -424,14 +500,14 @@ static int32_t lookup(Tracker *t, uint64_t key, int icmp)
     if (!state)
         return -2;
     if (idx >= 0) {
-        if (state == t->slots[idx].state) {
+        if (state == t->cold[idx].state) {
             /* the exact path may have moved the echo state on */
             int mode = icmp ? icmp_mode_of(state) : 0;
             Py_DECREF(state);
             if (mode < 0)
                 return -2;
-            t->slots[idx].epoch = t->epoch;
-            t->slots[idx].icmp_mode = (uint8_t)mode;
+            t->hot[idx].epoch = t->epoch;
+            set_icmp_mode(&t->hot[idx], mode);
             return idx;
         }
         unbind(t, idx);
@@ -446,12 +522,14 @@ static int32_t lookup(Tracker *t, uint64_t key, int icmp)
 }
 
 /* The UUID of a slot's flow (the parent of a VXLAN inner flow) as hashed text:
- * its length in `out` (17 bytes), 0 when it is not hex_id of a number (the
+ * its length in `out` (16 bytes), 0 when it is not hex_id of a number (the
  * caller takes the exact path), -1 on error. */
-static int slot_uuid(Slot *s, char *out)
+static int slot_uuid(Tracker *t, int32_t idx, char *out)
 {
-    if (!s->uuid_state) {
-        PyObject *flow = PyObject_GetAttr(s->state, s_flow);
+    Hot *h = &t->hot[idx];
+    Cold *c = &t->cold[idx];
+    if (!h->uuid_state) {
+        PyObject *flow = PyObject_GetAttr(c->state, s_flow);
         if (!flow)
             return -1;
         PyObject *uuid = PyObject_GetAttr(flow, s_uuid);
@@ -467,24 +545,24 @@ static int slot_uuid(Slot *s, char *out)
         uint64_t v = 0;
         int ok = n > 0 && n <= 16 && (n == 1 || u[0] != '0');
         for (Py_ssize_t i = 0; ok && i < n; i++) {
-            char c = u[i];
-            if (c >= '0' && c <= '9')
-                v = v << 4 | (uint64_t)(c - '0');
-            else if (c >= 'a' && c <= 'f')
-                v = v << 4 | (uint64_t)(c - 'a' + 10);
+            char ch = u[i];
+            if (ch >= '0' && ch <= '9')
+                v = v << 4 | (uint64_t)(ch - '0');
+            else if (ch >= 'a' && ch <= 'f')
+                v = v << 4 | (uint64_t)(ch - 'a' + 10);
             else
                 ok = 0;
         }
         Py_DECREF(uuid);
-        s->uuid = v;
-        s->uuid_state = ok ? 1 : 2;
+        c->uuid = v;
+        h->uuid_state = ok ? 1 : 2;
     }
-    if (s->uuid_state != 1)
+    if (h->uuid_state != 1)
         return 0;
     static const char hex[] = "0123456789abcdef";
     char tmp[16];
     int n = 0;
-    uint64_t v = s->uuid;
+    uint64_t v = c->uuid;
     do {
         tmp[n++] = hex[v & 15];
         v >>= 4;
@@ -507,27 +585,29 @@ static int mark(Tracker *t, int32_t idx)
         t->dirty_cap = cap;
     }
     t->dirty[t->ndirty++] = idx;
-    t->slots[idx].dirty = 1;
+    t->hot[idx].bits |= B_DIRTY;
     return 0;
 }
 
 static inline int add(Tracker *t, int32_t idx, uint64_t src, int64_t size, uint8_t flags,
                       int64_t ms, int depth)
 {
-    Slot *s = &t->slots[idx];
-    if (src == s->a_num) {
-        s->ab_pk++;
-        s->ab_by += size;
-        s->ab_fl |= flags;
+    Hot *h = &t->hot[idx];
+    if (src == h->a_num) {
+        h->ab_pk++;
+        h->ab_by += size;
+        h->ab_fl |= flags;
     } else {
-        s->ba_pk++;
-        s->ba_by += size;
-        s->ba_fl |= flags;
+        h->ba_pk++;
+        h->ba_by += size;
+        h->ba_fl |= flags;
     }
-    s->last_idx = t->index;
-    s->last_ms = ms;
-    s->depth = (uint8_t)depth;
-    if (!s->dirty)
+    if (h->ab_pk >= PK_LIMIT || h->ba_pk >= PK_LIMIT)
+        t->need_flush = 1;
+    h->last_idx = t->index;
+    h->last_ms = ms;
+    h->bits = (uint8_t)((h->bits & ~B_DEPTH) | (depth ? B_DEPTH : 0));
+    if (!(h->bits & B_DIRTY))
         return mark(t, idx);
     return 0;
 }
@@ -536,13 +616,34 @@ static inline int add(Tracker *t, int32_t idx, uint64_t src, int64_t size, uint8
 static int Tracker_init(Tracker *t, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"get", "l2", "tcp_fast", "exact_only", "mpls_port", "special",
-                            "fold", NULL};
-    PyObject *get, *special;
+                            "fold", "types", "strings", NULL};
+    PyObject *get, *special, *types, *strings;
     int l2, tcp_fast, exact_only, mpls_port;
     Py_buffer fold;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OpppiOy*", names, &get, &l2, &tcp_fast,
-                                     &exact_only, &mpls_port, &special, &fold))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OpppiOy*O!O!", names, &get, &l2, &tcp_fast,
+                                     &exact_only, &mpls_port, &special, &fold, &PyTuple_Type,
+                                     &types, &PyTuple_Type, &strings))
         return -1;
+    if (PyTuple_GET_SIZE(types) != T_COUNT || PyTuple_GET_SIZE(strings) != S_COUNT) {
+        PyBuffer_Release(&fold);
+        PyErr_SetString(PyExc_ValueError, "Tracker: unexpected types or strings");
+        return -1;
+    }
+    for (int i = 0; i < T_COUNT; i++) {
+        PyObject *tp = PyTuple_GET_ITEM(types, i);
+        if (!PyType_Check(tp) || !PyType_IsSubtype((PyTypeObject *)tp, &PyTuple_Type)) {
+            PyBuffer_Release(&fold);
+            PyErr_SetString(PyExc_TypeError, "Tracker: types must be tuple subclasses");
+            return -1;
+        }
+        Py_INCREF(tp);
+        Py_XSETREF(t->types[i], tp);
+    }
+    for (int i = 0; i < S_COUNT; i++) {
+        PyObject *str = PyTuple_GET_ITEM(strings, i);
+        Py_INCREF(str);
+        Py_XSETREF(t->strings[i], str);
+    }
     if (fold.len != 256 || mpls_port <= 0 || mpls_port > 65535) {
         PyBuffer_Release(&fold);
         PyErr_SetString(PyExc_ValueError, "Tracker: fold must be 256 bytes, mpls_port a port");
@@ -560,15 +661,15 @@ static int Tracker_init(Tracker *t, PyObject *args, PyObject *kw)
         Py_DECREF(item);
         if (port == -1 && PyErr_Occurred())
             break;
-        if (port >= 0 && port < 65536)
-            t->special[port] = 1;
+        port_add(t->special, port);
     }
     Py_DECREF(it);
     if (PyErr_Occurred())
         return -1;
-    t->special[mpls_port] = 1;
+    port_add(t->special, mpls_port);
     memcpy(t->vx_special, t->special, sizeof t->special);
-    t->vx_special[4789] = t->vx_special[8472] = 0;
+    t->vx_special[4789 >> 6] &= ~((uint64_t)1 << (4789 & 63));
+    t->vx_special[8472 >> 6] &= ~((uint64_t)1 << (8472 & 63));
     Py_INCREF(get);
     Py_XSETREF(t->get, get);
     t->l2 = l2;
@@ -579,17 +680,28 @@ static int Tracker_init(Tracker *t, PyObject *args, PyObject *kw)
     return 0;
 }
 
+static void release(Tracker *t)
+{
+    if (t->loaded) {
+        PyBuffer_Release(&t->data);
+        PyBuffer_Release(&t->offs);
+        t->loaded = 0;
+    }
+}
+
 static void clear_slots(Tracker *t)
 {
     for (Py_ssize_t i = 0; i < t->nslots; i++)
-        Py_CLEAR(t->slots[i].state);
-    PyMem_Free(t->slots);
+        Py_CLEAR(t->cold[i].state);
+    free(t->hot);
+    PyMem_Free(t->cold);
     PyMem_Free(t->map);
     PyMem_Free(t->dirty);
-    t->slots = NULL;
+    t->hot = NULL;
+    t->cold = NULL;
     t->map = NULL;
     t->dirty = NULL;
-    t->nslots = t->slots_cap = t->ndirty = t->dirty_cap = t->used = 0;
+    t->nslots = t->cap = t->ndirty = t->dirty_cap = t->used = 0;
     t->map_cap = t->map_count = 0;
     t->free_head = -1;
 }
@@ -597,14 +709,23 @@ static void clear_slots(Tracker *t)
 static int Tracker_traverse(Tracker *t, visitproc visit, void *arg)
 {
     Py_VISIT(t->get);
+    for (int i = 0; i < T_COUNT; i++)
+        Py_VISIT(t->types[i]);
+    for (int i = 0; i < S_COUNT; i++)
+        Py_VISIT(t->strings[i]);
     for (Py_ssize_t i = 0; i < t->nslots; i++)
-        Py_VISIT(t->slots[i].state);
+        Py_VISIT(t->cold[i].state);
     return 0;
 }
 
 static int Tracker_clear(Tracker *t)
 {
+    release(t);
     Py_CLEAR(t->get);
+    for (int i = 0; i < T_COUNT; i++)
+        Py_CLEAR(t->types[i]);
+    for (int i = 0; i < S_COUNT; i++)
+        Py_CLEAR(t->strings[i]);
     clear_slots(t);
     return 0;
 }
@@ -616,73 +737,189 @@ static void Tracker_dealloc(Tracker *t)
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
-static PyObject *exact(Tracker *t, const uint8_t *rec, int64_t next, int64_t ts, int64_t incl,
-                       int64_t orig, const Hdr *fast)
+/* load(data, offsets, little, nanosecond): the block run() walks (held until the
+ * next load or release()); offsets: native 64-bit integers. */
+static PyObject *Tracker_load(Tracker *t, PyObject *args)
 {
-    PyObject *frame = PyBytes_FromStringAndSize((const char *)rec + 16, (Py_ssize_t)incl);
-    if (!frame)
+    PyObject *data, *offs;
+    int little, nanosecond;
+    if (!PyArg_ParseTuple(args, "OOpp", &data, &offs, &little, &nanosecond))
         return NULL;
-    PyObject *info;
-    if (fast) {
-        uint32_t word = (uint32_t)t->fold[fast->itype] << 24 | (uint32_t)fast->icode << 16
-                      | fast->icmp_id;
-        info = Py_BuildValue("(IIIIIIO)", fast->total, fast->sport, fast->dport, word,
-                             fast->flags, fast->ttl, fast->proto == 6 ? Py_True : Py_False);
-        if (!info) {
-            Py_DECREF(frame);
-            return NULL;
-        }
-    } else {
-        info = Py_NewRef(Py_None);
+    release(t);
+    if (PyObject_GetBuffer(data, &t->data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(offs, &t->offs, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&t->data);
+        return NULL;
     }
-    return Py_BuildValue("(iLLNLLN)", R_EXACT, (long long)next, (long long)(t->index - 1),
-                         frame, (long long)ts, (long long)orig, info);
+    t->loaded = 1;
+    if (t->offs.len % 8) {
+        release(t);
+        PyErr_SetString(PyExc_ValueError, "load: offsets must be 64-bit integers");
+        return NULL;
+    }
+    t->little = little;
+    t->nanosecond = nanosecond;
+    Py_RETURN_NONE;
 }
 
-/* run(data, offsets, i, due_ms, little, nanosecond, slot=-1, mode=0): the records
- * whose headers are at data[offsets[i]], data[offsets[i + 1]]... until one needs
- * Python; `slot`/`mode` update the ICMP echo events wanted by the slot of the
- * previous EVENT. */
+static PyObject *Tracker_release(Tracker *t, PyObject *unused)
+{
+    release(t);
+    Py_RETURN_NONE;
+}
+
+static int queue_add(PyObject **queue, PyObject *item)
+{
+    if (!item)
+        return -1;
+    if (!*queue && !(*queue = PyList_New(0))) {
+        Py_DECREF(item);
+        return -1;
+    }
+    int r = PyList_Append(*queue, item);
+    Py_DECREF(item);
+    return r;
+}
+
+/* An instance of a NamedTuple class from `n` new references (stolen; NULL: error). */
+static PyObject *named(PyObject *type, Py_ssize_t n, ...)
+{
+    va_list ap;
+    PyTypeObject *tp = (PyTypeObject *)type;
+    PyObject *out = tp->tp_alloc(tp, n);
+    int failed = out == NULL;
+    va_start(ap, n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = va_arg(ap, PyObject *);
+        if (!item)
+            failed = 1;
+        if (out && item)
+            PyTuple_SET_ITEM(out, i, item);
+        else
+            Py_XDECREF(item);
+    }
+    va_end(ap);
+    if (failed) {
+        Py_XDECREF(out);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        return NULL;
+    }
+    return out;
+}
+
+static inline PyObject *u64(uint64_t v) { return PyLong_FromUnsignedLongLong(v); }
+static inline PyObject *ref(PyObject *o) { return Py_NewRef(o); }
+
+/* (View, Keys, LayersPath) of a common-case frame, as decoder.decode + packet.view
+ * and flowkey.keys give them (fastpath.common_view): what FlowTable.feed_view takes.
+ * `kb`/`n`: the key bytes (with the MACs in L2 mode). */
+static PyObject *new_flow_info(const Tracker *t, const uint8_t *f, int64_t incl, const Hdr *h,
+                               const uint8_t *kb, size_t n)
+{
+    PyObject *const *T = t->types, *const *S = t->strings;
+    PyObject *eth = named(T[T_ETH], 3, PyBytes_FromStringAndSize((const char *)f + 6, 6),
+                          PyBytes_FromStringAndSize((const char *)f, 6), PyLong_FromLong(0x0800));
+    PyObject *ip = named(T[T_IPV4], 9, PyBytes_FromStringAndSize((const char *)f + 26, 4),
+                         PyBytes_FromStringAndSize((const char *)f + 30, 4), u64(h->total),
+                         PyLong_FromLong(h->ttl), PyLong_FromLong(h->proto), PyLong_FromLong(0),
+                         ref(Py_False), PyLong_FromLong(0), PyLong_FromLong(20));
+    PyObject *view, *path;
+    if (h->proto == 1) {
+        PyObject *icmp = named(T[T_ICMP], 3, PyLong_FromLong(h->itype),
+                               PyLong_FromLong(h->icode), PyLong_FromLong(h->icmp_id));
+        view = named(T[T_VIEW], 10, eth, ip, ref(Py_None), ref(S[S_EMPTY]), icmp, ref(Py_None),
+                     ref(Py_None), ref(S[S_ICMP]), PyLong_FromLong(0), PyLong_FromLong(0));
+        path = S[S_PATH_ICMP];
+    } else if (h->proto == 6) {
+        int64_t doff = (int64_t)(f[46] >> 4) * 4;
+        int64_t end = incl < 14 + (int64_t)h->total ? incl : 14 + (int64_t)h->total;
+        int64_t payload = end - 34 - doff > 0 ? end - 34 - doff : 0;
+        PyObject *tcp = named(T[T_TCP], 6, PyLong_FromLong(h->sport), PyLong_FromLong(h->dport),
+                              PyLong_FromLong(0), PyLong_FromLong(0),
+                              PyLong_FromLong(h->flags | (f[46] & 1) << 8),
+                              PyLong_FromLongLong(payload));
+        view = named(T[T_VIEW], 10, eth, ip, tcp, ref(S[S_TCP]), ref(Py_None), ref(Py_None),
+                     ref(Py_None), ref(S[S_TCP]), PyLong_FromLong(0), PyLong_FromLong(0));
+        path = S[S_PATH_TCP];
+    } else {
+        PyObject *udp = named(T[T_PORTS], 2, PyLong_FromLong(h->sport),
+                              PyLong_FromLong(h->dport));
+        view = named(T[T_VIEW], 10, eth, ip, udp, ref(S[S_UDP]), ref(Py_None), ref(Py_None),
+                     ref(Py_None), ref(S[S_UDP]), PyLong_FromLong(0), PyLong_FromLong(0));
+        path = S[S_PATH_UDP];
+    }
+    if (!view)
+        return NULL;
+    uint64_t l3 = xxh64(kb, t->l2 ? n - 20 : n, 0), l2 = t->l2 ? xxh64(kb, n, 0) : l3;
+    PyObject *keys = named(T[T_KEYS], 3, u64(l2), u64(l3), u64(l2));
+    if (!keys) {
+        Py_DECREF(view);
+        return NULL;
+    }
+    return Py_BuildValue("(NNO)", view, keys, path);
+}
+
+/* run(i, due_ms, room, slot=-1, mode=0): the loaded block's records from the
+ * i-th on, until one needs Python.  Returns (kind, next i, queue or None, ...):
+ *   END; TICK, ms (the record at i is not processed); FLUSH; MORE;
+ *   EXACT, index, frame, ts, orig, fast or None (fast: the decoded common case);
+ *   EVENT, state, icmp type, ts, slot (ICMP echo; the next call gives the slot's
+ *   mode: 1 requests, 2 replies or 0 no more events wanted).
+ * Queue items, in file order before the result: (state, tcp flags, ab, ts, ttl)
+ * a TCP event; (index, frame, ts, orig, view, keys, path) a common-case record of a
+ * flow not in the table (at most `room` of them; `fast` of EXACT is (view, keys,
+ * path) too); (index, frame, ts, orig) any record when the tracker is exact only. */
 static PyObject *Tracker_run(Tracker *t, PyObject *args)
 {
-    Py_buffer buf, offs;
-    Py_ssize_t pos;
+    Py_ssize_t pos, room;
     long long due;
-    int little, nanosecond, eslot = -1, emode = 0;
-    if (!PyArg_ParseTuple(args, "y*y*nLpp|ii", &buf, &offs, &pos, &due, &little, &nanosecond,
-                          &eslot, &emode))
+    int eslot = -1, emode = 0;
+    if (!PyArg_ParseTuple(args, "nLn|ii", &pos, &due, &room, &eslot, &emode))
         return NULL;
-    PyObject *out = NULL;
-    if (offs.len % 8) {
-        PyErr_SetString(PyExc_ValueError, "run: offsets must be 64-bit integers");
-        goto done;
+    if (!t->loaded) {
+        PyErr_SetString(PyExc_ValueError, "run: no block loaded");
+        return NULL;
     }
-    if (eslot >= 0 && eslot < t->nslots && t->slots[eslot].state)
-        t->slots[eslot].icmp_mode = (uint8_t)emode;
-    const uint8_t *data = buf.buf;
-    const int64_t *offsets = offs.buf;
-    const Py_ssize_t count = offs.len / 8;
-    const int64_t scale = nanosecond ? 1 : 1000;
+    if (eslot >= 0 && eslot < t->nslots && t->cold[eslot].state)
+        set_icmp_mode(&t->hot[eslot], emode);
+    const uint8_t *data = t->data.buf;
+    const Py_ssize_t len = t->data.len;
+    const int64_t *offsets = t->offs.buf;
+    const Py_ssize_t count = t->offs.len / 8;
+    const int little = t->little;
+    const int64_t scale = t->nanosecond ? 1 : 1000;
+    PyObject *queue = NULL, *out = NULL;
+    Py_ssize_t queued = 0;
     uint8_t kb[128];
     if (pos < 0)
         pos = 0;
     while (1) {
         if (pos >= count) {
-            out = Py_BuildValue("(in)", R_END, count);
+            out = Py_BuildValue("(inO)", R_END, count, queue ? queue : Py_None);
+            break;
+        }
+        if (queued >= QUEUE_MAX) {
+            out = Py_BuildValue("(inO)", R_MORE, pos, queue);
             break;
         }
         int64_t at = offsets[pos];
-        if (at < 0 || at + 16 > buf.len) {
+        if (at < 0 || at + 16 > len) {
             PyErr_Format(PyExc_ValueError, "run: record header at %lld outside the block",
                          (long long)at);
             break;
+        }
+        if (pos + 1 < count && offsets[pos + 1] >= 0 && offsets[pos + 1] < len) {
+            __builtin_prefetch(data + offsets[pos + 1]);
+            __builtin_prefetch(data + offsets[pos + 1] + 64);
         }
         const uint8_t *rec = data + at;
         uint32_t sec = little ? le32(rec) : be32(rec);
         uint32_t frac = little ? le32(rec + 4) : be32(rec + 4);
         int64_t incl = little ? le32(rec + 8) : be32(rec + 8);
         int64_t orig = little ? le32(rec + 12) : be32(rec + 12);
-        if (at + 16 + incl > buf.len) {
+        if (at + 16 + incl > len) {
             PyErr_Format(PyExc_ValueError, "run: record at %lld ends outside the block",
                          (long long)at);
             break;
@@ -690,92 +927,118 @@ static PyObject *Tracker_run(Tracker *t, PyObject *args)
         int64_t ts = (int64_t)sec * 1000000000 + (int64_t)frac * scale;
         int64_t ms = ts / 1000000;
         if (ms >= due) {
-            out = Py_BuildValue("(inL)", R_TICK, pos, (long long)ms);
+            out = Py_BuildValue("(inOL)", R_TICK, pos, queue ? queue : Py_None, (long long)ms);
             break;
         }
-        Py_ssize_t next = pos + 1;
         const uint8_t *f = rec + 16;
-        t->index++;
+        const int64_t index = t->index++;
+        pos++;
+        if (t->exact_only) {
+            if (queue_add(&queue, Py_BuildValue("(Ly#LL)", (long long)index, (const char *)f,
+                                                (Py_ssize_t)incl, (long long)ts,
+                                                (long long)orig)) < 0)
+                break;
+            queued++;
+            continue;
+        }
         Hdr o, in;
-        int common = !t->exact_only && parse(f, incl, &o);
+        int common = parse(f, incl, &o);
         int vx = 0;
         if (common) {
             if (o.proto == 6 && !t->tcp_fast) {
                 common = 0;
-            } else if (o.proto == 17 && (t->special[o.sport] || t->special[o.dport])) {
+            } else if (o.proto == 17 && (port_in(t->special, o.sport)
+                                         || port_in(t->special, o.dport))) {
                 common = 0;
                 if ((o.dport == 4789 || o.dport == 8472) && o.dport != t->mpls_port
-                    && !t->vx_special[o.sport] && !t->vx_special[o.dport]) {
+                    && !port_in(t->vx_special, o.sport) && !port_in(t->vx_special, o.dport)) {
                     int64_t avail = incl < (int64_t)o.total + 14 ? incl : (int64_t)o.total + 14;
                     if (parse(f + VXLAN_HEADERS, avail - VXLAN_HEADERS, &in)
                         && !(in.proto == 6 && !t->tcp_fast)
-                        && !(in.proto == 17 && (t->special[in.sport] || t->special[in.dport])))
+                        && !(in.proto == 17 && (port_in(t->special, in.sport)
+                                                || port_in(t->special, in.dport))))
                         common = vx = 1;
                 }
             }
         }
-        if (!common) {
-            out = exact(t, rec, next, ts, incl, orig, NULL);
-            break;
+        PyObject *fast = NULL;
+        int32_t oslot = -1, slot = -1;
+        if (common) {
+            int64_t vni = vx ? (int64_t)(be32(f + 46) >> 8) : -1;
+            size_t n = key_bytes(kb, &o, t->l2, vni, t->fold);
+            oslot = lookup(t, xxh64(kb, n, 0), !vx && o.proto == 1);
+            if (oslot == -2)
+                break;
+            if (oslot < 0 && !vx) {
+                /* a flow to create: queued while the table has room */
+                fast = new_flow_info(t, f, incl, &o, kb, n);
+                if (!fast)
+                    break;
+                if (room > 0) {
+                    PyObject *item = Py_BuildValue(
+                        "(Ly#LLOOO)", (long long)index, (const char *)f, (Py_ssize_t)incl,
+                        (long long)ts, (long long)orig, PyTuple_GET_ITEM(fast, 0),
+                        PyTuple_GET_ITEM(fast, 1), PyTuple_GET_ITEM(fast, 2));
+                    Py_DECREF(fast);
+                    if (queue_add(&queue, item) < 0)
+                        break;
+                    room--;
+                    queued++;
+                    continue;
+                }
+            } else if (oslot >= 0 && vx) {
+                n = key_bytes(kb, &in, t->l2, -1, t->fold);
+                int ulen = slot_uuid(t, oslot, (char *)kb + n);
+                if (ulen < 0)
+                    break;
+                if (ulen > 0) {
+                    slot = lookup(t, xxh64(kb, n + (size_t)ulen, 0), in.proto == 1);
+                    if (slot == -2)
+                        break;
+                }
+            } else {
+                slot = oslot;
+            }
         }
-        int64_t vni = vx ? (int64_t)(be32(f + 46) >> 8) : -1;
-        size_t n = key_bytes(kb, &o, t->l2, vni, t->fold);
-        int32_t oslot = lookup(t, xxh64(kb, n, 0), !vx && o.proto == 1);
-        if (oslot == -2)
-            break;
-        if (oslot < 0) {
-            out = exact(t, rec, next, ts, incl, orig, vx ? NULL : &o);
+        if (slot < 0) {
+            out = Py_BuildValue("(inOLy#LLN)", R_EXACT, pos, queue ? queue : Py_None,
+                                (long long)index, (const char *)f, (Py_ssize_t)incl,
+                                (long long)ts, (long long)orig, fast ? fast : Py_NewRef(Py_None));
             break;
         }
         const Hdr *own = &o;
-        int32_t slot = oslot;
         if (vx) {
-            n = key_bytes(kb, &in, t->l2, -1, t->fold);
-            int ulen = slot_uuid(&t->slots[oslot], (char *)kb + n);
-            if (ulen < 0)
-                break;
-            if (ulen == 0) {
-                out = exact(t, rec, next, ts, incl, orig, NULL);
-                break;
-            }
-            int32_t islot = lookup(t, xxh64(kb, n + (size_t)ulen, 0), in.proto == 1);
-            if (islot == -2)
-                break;
-            if (islot < 0) {
-                out = exact(t, rec, next, ts, incl, orig, NULL);
-                break;
-            }
             if (add(t, oslot, t->l2 ? o.src_mac : o.src_ip, orig, 0, ms, 0) < 0)
                 break;
             own = &in;
-            slot = islot;
         }
         uint64_t src = t->l2 ? own->src_mac : own->src_ip;
         if (add(t, slot, src, vx ? orig - VXLAN_HEADERS : orig, own->flags, ms, vx) < 0)
             break;
         t->counted++;
-        pos = next;
-        Slot *s = &t->slots[slot];
-        int event = 0, value = 0;
-        if (own->proto == 6) {
-            event = own->flags & 0x07; /* FIN, SYN, RST */
-            value = own->flags;
-        } else if (own->proto == 1 && s->icmp_mode) {
+        Hot *h = &t->hot[slot];
+        if (own->proto == 6 && (own->flags & 0x07)) { /* FIN, SYN, RST */
+            if (queue_add(&queue, Py_BuildValue("(OiOLi)", t->cold[slot].state, own->flags,
+                                                src == h->a_num ? Py_True : Py_False,
+                                                (long long)ts, (int)own->ttl)) < 0)
+                break;
+            queued++;
+        } else if (own->proto == 1 && icmp_mode(h)) {
             uint8_t ty = own->itype;
-            event = s->icmp_mode == 1 ? (ty == 8 || ty == 128) : (ty == 0 || ty == 129);
-            value = ty;
+            int wanted = icmp_mode(h) == 1 ? (ty == 8 || ty == 128) : (ty == 0 || ty == 129);
+            if (wanted) {
+                out = Py_BuildValue("(inOOiLi)", R_EVENT, pos, queue ? queue : Py_None,
+                                    t->cold[slot].state, (int)ty, (long long)ts, (int)slot);
+                break;
+            }
         }
-        if (event) {
-            out = Py_BuildValue("(inOOiOLii)", R_EVENT, pos, s->state,
-                                own->proto == 6 ? Py_True : Py_False, value,
-                                src == s->a_num ? Py_True : Py_False, (long long)ts,
-                                (int)own->ttl, (int)slot);
+        if (t->need_flush) {
+            t->need_flush = 0;
+            out = Py_BuildValue("(inO)", R_FLUSH, pos, queue ? queue : Py_None);
             break;
         }
     }
-done:
-    PyBuffer_Release(&offs);
-    PyBuffer_Release(&buf);
+    Py_XDECREF(queue);
     return out;
 }
 
@@ -787,23 +1050,25 @@ static PyObject *Tracker_flush(Tracker *t, PyObject *unused)
     if (!list)
         return NULL;
     for (Py_ssize_t i = 0; i < t->ndirty; i++) {
-        Slot *s = &t->slots[t->dirty[i]];
-        if (!s->dirty || !s->state)
+        int32_t idx = t->dirty[i];
+        Hot *h = &t->hot[idx];
+        if (!(h->bits & B_DIRTY) || !t->cold[idx].state)
             continue;
-        PyObject *item = Py_BuildValue("(OLLLLiiLiL)", s->state, (long long)s->ab_pk,
-                                       (long long)s->ab_by, (long long)s->ba_pk,
-                                       (long long)s->ba_by, (int)s->ab_fl, (int)s->ba_fl,
-                                       (long long)s->last_idx, (int)s->depth,
-                                       (long long)s->last_ms);
+        PyObject *item = Py_BuildValue("(OkLkLiiLiL)", t->cold[idx].state,
+                                       (unsigned long)h->ab_pk, (long long)h->ab_by,
+                                       (unsigned long)h->ba_pk, (long long)h->ba_by,
+                                       (int)h->ab_fl, (int)h->ba_fl, (long long)h->last_idx,
+                                       (int)(h->bits & B_DEPTH), (long long)h->last_ms);
         if (!item || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(list);
             return NULL;
         }
         Py_DECREF(item);
-        s->ab_pk = s->ab_by = s->ba_pk = s->ba_by = 0;
-        s->ab_fl = s->ba_fl = 0;
-        s->dirty = 0;
+        h->ab_pk = h->ba_pk = 0;
+        h->ab_by = h->ba_by = 0;
+        h->ab_fl = h->ba_fl = 0;
+        h->bits &= (uint8_t)~B_DIRTY;
     }
     t->ndirty = 0;
     long long counted = t->counted;
@@ -821,19 +1086,16 @@ static PyObject *Tracker_invalidate(Tracker *t, PyObject *unused)
 static PyObject *Tracker_sweep(Tracker *t, PyObject *unused)
 {
     for (Py_ssize_t i = 0; i < t->nslots; i++) {
-        Slot *s = &t->slots[i];
-        if (!s->state || s->dirty)
+        if (!t->cold[i].state || (t->hot[i].bits & B_DIRTY))
             continue;
-        PyObject *k = PyLong_FromUnsignedLongLong(s->key);
+        PyObject *k = PyLong_FromUnsignedLongLong(t->hot[i].key);
         if (!k)
             return NULL;
         PyObject *state = PyObject_CallOneArg(t->get, k);
         Py_DECREF(k);
         if (!state)
             return NULL;
-        if (state == s->state)
-            s->epoch = t->epoch;
-        else
+        if (state != t->cold[i].state)
             unbind(t, (int32_t)i);
         Py_DECREF(state);
     }
@@ -848,7 +1110,7 @@ static PyObject *Tracker_stale(Tracker *t, PyObject *arg)
         return NULL;
     int32_t idx = map_find(t, key);
     if (idx >= 0)
-        t->slots[idx].epoch = t->epoch - 1;
+        t->hot[idx].epoch = t->epoch - 1;
     Py_RETURN_NONE;
 }
 
@@ -859,12 +1121,15 @@ static PyObject *Tracker_reset(Tracker *t, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static PyObject *Tracker_len(Tracker *t, void *closure) { return PyLong_FromSsize_t(t->used); }
+static PyObject *Tracker_cached(Tracker *t, void *closure) { return PyLong_FromSsize_t(t->used); }
 static PyObject *Tracker_index(Tracker *t, void *closure) { return PyLong_FromLongLong(t->index); }
 
 static PyMethodDef Tracker_methods[] = {
+    {"load", (PyCFunction)Tracker_load, METH_VARARGS,
+     "load(data, offsets, little, nanosecond): the block run() walks"},
+    {"release", (PyCFunction)Tracker_release, METH_NOARGS, "let go of the loaded block"},
     {"run", (PyCFunction)Tracker_run, METH_VARARGS,
-     "run(data, offsets, i, due_ms, little, nanosecond, slot=-1, mode=0) -> result"},
+     "run(i, due_ms, room, slot=-1, mode=0) -> (kind, next i, queue, ...)"},
     {"flush", (PyCFunction)Tracker_flush, METH_NOARGS, "per-flow sums since the last flush"},
     {"invalidate", (PyCFunction)Tracker_invalidate, METH_NOARGS,
      "check every cached flow against the table before its next use"},
@@ -876,7 +1141,7 @@ static PyMethodDef Tracker_methods[] = {
 };
 
 static PyGetSetDef Tracker_getset[] = {
-    {"cached", (getter)Tracker_len, NULL, "flows cached in slots", NULL},
+    {"cached", (getter)Tracker_cached, NULL, "flows cached in slots", NULL},
     {"index", (getter)Tracker_index, NULL, "records seen", NULL},
     {NULL}
 };
@@ -886,7 +1151,7 @@ static PyTypeObject TrackerType = {
     .tp_name = "skygraph.capture._fastflow.Tracker",
     .tp_basicsize = sizeof(Tracker),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Tracker(get, l2, tcp_fast, exact_only, mpls_port, special, fold)",
+    .tp_doc = "Tracker(get, l2, tcp_fast, exact_only, mpls_port, special, fold, types, strings)",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Tracker_init,
     .tp_dealloc = (destructor)Tracker_dealloc,
@@ -973,7 +1238,9 @@ PyMODINIT_FUNC PyInit__fastflow(void)
         || PyModule_AddIntConstant(m, "END", R_END) < 0
         || PyModule_AddIntConstant(m, "TICK", R_TICK) < 0
         || PyModule_AddIntConstant(m, "EXACT", R_EXACT) < 0
-        || PyModule_AddIntConstant(m, "EVENT", R_EVENT) < 0) {
+        || PyModule_AddIntConstant(m, "EVENT", R_EVENT) < 0
+        || PyModule_AddIntConstant(m, "FLUSH", R_FLUSH) < 0
+        || PyModule_AddIntConstant(m, "MORE", R_MORE) < 0) {
         Py_DECREF(m);
         return NULL;
     }

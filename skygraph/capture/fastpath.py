@@ -35,6 +35,7 @@ from skygraph.capture.decoder import (
     PortsInfo,
     TCPInfo,
 )
+from skygraph.capture.flowkey import Keys
 from skygraph.capture.flowstate import FlowState, echo_rtt, tcp_flags
 from skygraph.capture.packet import View
 from skygraph.capture.pcapfile import Block, PcapInfo
@@ -45,12 +46,15 @@ if TYPE_CHECKING:
     from skygraph.capture._fastflow import Tracker
     from skygraph.capture.fastpath_np import NumpyBatch
 
-NATIVE_VERSION = 1  # FASTFLOW_VERSION of the _fastflow.c this module drives
+NATIVE_VERSION = 3  # FASTFLOW_VERSION of the _fastflow.c this module drives
 BLOCK = 1 << 20  # bytes of pcap per block with the extension (fits in a core's cache)
 PROMOTE_AFTER = 20_000  # objects a run allocated from which they go to the oldest GC generation
 # ICMPv4 type -> folded ICMPType value (flow/icmp.go), as the key hashes it
 ICMP_FOLD = bytes(int(icmpv4_type(t)) for t in range(256))
 PATHS = {6: "Ethernet/IPv4/TCP", 17: "Ethernet/IPv4/UDP", 1: "Ethernet/IPv4/ICMPv4"}
+# What the extension builds for a common-case record creating its flow (common_view, keys)
+TYPES = (EthernetInfo, IPv4Info, TCPInfo, PortsInfo, ICMPInfo, View, Keys)
+STRINGS = (PATHS[6], PATHS[17], PATHS[1], "TCP", "UDP", "ICMPv4", "")
 
 
 def _load_native() -> ModuleType | None:
@@ -80,7 +84,7 @@ class FastPath:
         else:
             self._tracker = native.Tracker(table.get, opts.l2_mode, not opts.reassemble_tcp,
                                            not self.enabled, opts.mpls_udp_port,
-                                           sorted(UDP_PORT_NEXT), ICMP_FOLD)
+                                           sorted(UDP_PORT_NEXT), ICMP_FOLD, TYPES, STRINGS)
         # id(FlowState) -> ((record index, sub-packet depth), state): the exact path's
         # touches since the last flush, ordered with the summed ones when applied.
         self._touches: dict[int, tuple[tuple[int, int], FlowState]] = {}
@@ -133,48 +137,55 @@ class FastPath:
         tracker.invalidate()
         self._sweep()
         little, ns = info.byte_order == "<", info.nanosecond
-        for block in blocks:
-            if len(block.offsets):
-                self._run(tracker, block.data, _int64(block.offsets), little, ns, collect)
+        try:
+            for block in blocks:
+                if len(block.offsets):
+                    tracker.load(block.data, _int64(block.offsets), little, ns)
+                    self._run(tracker, collect)
+        finally:
+            tracker.release()
 
-    def _run(self, tracker: Tracker, data: bytes, offsets: Any, little: bool, ns: bool,
-             collect: Callable[[list[Flow]], None]) -> None:
+    def _run(self, tracker: Tracker, collect: Callable[[list[Flow]], None]) -> None:
+        """The loaded block, handing what needs Python to the table in file order."""
         table = self.table
         opts = table.opts
+        feed, feed_view = table.feed, table.feed_view
         run = tracker.run
         touches = self._touches
-        track = self.enabled
         crowded = table.settings.max_entries - MAX_LAYERS
-        EVENT, EXACT, TICK = native.EVENT, native.EXACT, native.TICK  # type: ignore[union-attr]
+        END, TICK, EXACT, EVENT = native.END, native.TICK, native.EXACT, native.EVENT  # type: ignore[union-attr]
         due = table.next_due()
         due_ms = -1 if due is None else due
         pos, slot, mode = 0, -1, 0
         while True:
-            r = run(data, offsets, pos, due_ms, little, ns, slot, mode)
-            kind = r[0]
-            pos = r[1]
+            r = run(pos, due_ms, max(crowded - len(table), 0), slot, mode)
+            kind, pos, queue = r[0], r[1], r[2]
             slot = -1
-            if kind == EVENT:
-                _, _, st, is_tcp, value, ab, ts, ttl, where = r
-                if is_tcp:
-                    tcp_flags(st, value, ab, ts, ttl, opts)
-                else:
-                    echo_rtt(st, value, ts)
-                    slot = where
-                    mode = 0 if st.flow.metric.rtt else 2 if st.rtt_start else 1
+            if queue is not None:
+                for item in queue:
+                    if len(item) == 5:  # a TCP SYN/FIN/RST of a flow in the table
+                        tcp_flags(item[0], item[1], item[2], item[3], item[4], opts)
+                    elif len(item) == 4:  # exact only
+                        feed(item[1], item[2], item[3])
+                    else:  # a common-case record creating its flow
+                        st = feed_view(item[4], item[6], item[3], item[2], item[1], item[5])
+                        touches[id(st)] = ((item[0], 0), st)
+            if kind == END:
+                return
+            if kind == EVENT:  # ICMP echo while the RTT is unknown
+                st = r[3]
+                echo_rtt(st, r[4], r[5])
+                slot = r[6]
+                mode = 0 if st.flow.metric.rtt else 2 if st.rtt_start else 1
             elif kind == EXACT:
-                _, _, index, frame, ts, orig, fast = r
-                if not track:
-                    table.feed(frame, ts, orig)
-                    continue
+                _, _, _, index, frame, ts, orig, fast = r
                 if len(table) > crowded:
                     self._flush()  # the LRU may evict: its order must be exact
                 dropped = table.dropped
                 if fast is None:
-                    states = table.feed(frame, ts, orig)
+                    states = feed(frame, ts, orig)
                 else:
-                    states = [table.feed_view(common_view(frame, *fast), PATHS[frame[23]], orig,
-                                              ts, frame)]
+                    states = [feed_view(fast[0], fast[2], orig, ts, frame, fast[1])]
                 for depth, s in enumerate(states):
                     touches[id(s)] = ((index, depth), s)
                     tracker.stale(s.key)
@@ -182,13 +193,13 @@ class FastPath:
                     tracker.invalidate()
             elif kind == TICK:
                 self._flush()
-                collect(table.tick(r[2]))
+                collect(table.tick(r[3]))
                 tracker.invalidate()
                 self._sweep()
                 due = table.next_due()
                 due_ms = -1 if due is None else due
-            else:
-                return
+            elif kind != native.MORE:  # type: ignore[union-attr]
+                self._flush()  # FLUSH: a packet counter is near its limit
 
     def _sweep(self) -> None:
         """Forget cached flows that left the table, once they are many."""

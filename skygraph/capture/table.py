@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 from skygraph.capture.decoder import LINKTYPE_ETHERNET, DecoderConfig, Layer, decode, first_layer
 from skygraph.capture.defrag import Defragmenter
-from skygraph.capture.flowkey import keys
+from skygraph.capture.flowkey import Keys, keys
 from skygraph.capture.flowstate import FlowState, new_flow, update
 from skygraph.capture.options import HOLD_TIMEOUT_MS, CaptureOptions, TableSettings
 from skygraph.capture.packet import SubPacket, View, split, view
@@ -97,9 +97,11 @@ class FlowTable:
         return states
 
     def feed_view(self, v: View, path: str, length: int, ts_ns: int,
-                  frame: bytes) -> FlowState:
-        """Account one decoded packet without tunnels (the batch path decodes it)."""
-        k = keys(v, "", self.opts.l2_mode)
+                  frame: bytes, k: Keys | None = None) -> FlowState:
+        """Account one decoded packet without tunnels (the batch path decodes it and
+        may give its keys)."""
+        if k is None:
+            k = keys(v, "", self.opts.l2_mode)
         sub = SubPacket([], 0, length)
         st = self._flows.get(k.key)
         if st is None:
