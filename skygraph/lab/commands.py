@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         layout = Layout.make(args.prefix, args.dir, listen=args.listen, rpc=args.rpc,
                              bolt_port=args.bolt_port, http_port=args.http_port,
                              graph_uri=g.uri, graph_user=g.user, graph_password=g.password,
-                             flow_update=args.flow_update)
+                             graph_database=g.database, flow_update=args.flow_update)
         up(layout, keep_on_error=args.keep_on_error)
         print_summary(layout)
         return 0

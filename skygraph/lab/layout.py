@@ -117,6 +117,7 @@ class Layout:
     graph_uri: str = ""           # empty: the embedded server, data under dir/graph
     graph_user: str = "neo4j"
     graph_password: str = ""
+    graph_database: str = ""      # the server's default database when empty
     flow_update: int = 5
 
     @classmethod
@@ -177,7 +178,7 @@ class Layout:
         graph: dict[str, Any]
         if self.graph_uri:
             graph = {"uri": self.graph_uri, "user": self.graph_user,
-                     "password": self.graph_password}
+                     "password": self.graph_password, "database": self.graph_database}
         else:
             graph = {"embedded": {"data_dir": str(self.graph_dir), "bolt_port": self.bolt_port,
                                   "http_port": self.http_port}}

@@ -51,7 +51,9 @@ def test_configs_load(tmp_path: Path) -> None:
         assert agent.host_id == h.host_id and agent.analyzers == ("127.0.0.1:9083",)
         assert agent.flow.update == 2 and agent.ovs.ovsdb == h.ovsdb
         assert agent.agent.topology.netns.run_path == str(h.run_dir)
-    remote = Layout.make("p1", str(tmp_path), graph_uri="bolt://db:7687", graph_password="s")
+    remote = Layout.make("p1", str(tmp_path), graph_uri="bolt://db:7687", graph_password="s",
+                         graph_database="lab")
     path.write_text(remote.analyzer_yaml())
     cfg = load(str(path), env={})
-    assert (cfg.graph.uri, cfg.graph.password) == ("bolt://db:7687", "s")
+    assert (cfg.graph.uri, cfg.graph.password, cfg.graph.database) == (
+        "bolt://db:7687", "s", "lab")
