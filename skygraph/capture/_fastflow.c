@@ -861,6 +861,44 @@ static PyObject *new_flow_info(const Tracker *t, const uint8_t *f, int64_t incl,
     return Py_BuildValue("(NNO)", view, keys, path);
 }
 
+/* A record's common case, classified ahead of its turn (the lookups of the next
+ * records are prefetched while the current one is processed). */
+typedef struct {
+    Py_ssize_t pos;  /* record the entry holds; -1 none */
+    int common, vx;  /* common case; inside VXLAN */
+    Hdr o, in;       /* outer (or only) headers; inner ones */
+    uint64_t key;    /* table key of the outer (or only) flow */
+    size_t n;        /* its key bytes */
+    uint8_t kb[64];
+} Ahead;
+
+static void classify(const Tracker *t, const uint8_t *f, int64_t incl, Ahead *a)
+{
+    a->common = a->vx = 0;
+    Hdr *o = &a->o, *in = &a->in;
+    if (!parse(f, incl, o))
+        return;
+    if (o->proto == 6 && !t->tcp_fast)
+        return;
+    if (o->proto == 17 && (port_in(t->special, o->sport) || port_in(t->special, o->dport))) {
+        /* VXLAN to 4789/8472 (not the MPLS port) carrying a common-case packet whose
+         * headers fit in the capture and in the outer IP length */
+        if (!((o->dport == 4789 || o->dport == 8472) && o->dport != t->mpls_port
+              && !port_in(t->vx_special, o->sport) && !port_in(t->vx_special, o->dport)))
+            return;
+        int64_t avail = incl < (int64_t)o->total + 14 ? incl : (int64_t)o->total + 14;
+        if (!parse(f + VXLAN_HEADERS, avail - VXLAN_HEADERS, in)
+            || (in->proto == 6 && !t->tcp_fast)
+            || (in->proto == 17 && (port_in(t->special, in->sport)
+                                    || port_in(t->special, in->dport))))
+            return;
+        a->vx = 1;
+    }
+    a->common = 1;
+    a->n = key_bytes(a->kb, o, t->l2, a->vx ? (int64_t)(be32(f + 46) >> 8) : -1, t->fold);
+    a->key = xxh64(a->kb, a->n, 0);
+}
+
 /* run(i, due_ms, room, slot=-1, mode=0): the loaded block's records from the
  * i-th on, until one needs Python.  Returns (kind, next i, queue or None, ...):
  *   END; TICK, ms (the record at i is not processed); FLUSH; MORE;
@@ -893,6 +931,9 @@ static PyObject *Tracker_run(Tracker *t, PyObject *args)
     PyObject *queue = NULL, *out = NULL;
     Py_ssize_t queued = 0;
     uint8_t kb[128];
+    Ahead ring[4];
+    for (int i = 0; i < 4; i++)
+        ring[i].pos = -1;
     if (pos < 0)
         pos = 0;
     while (1) {
@@ -910,9 +951,9 @@ static PyObject *Tracker_run(Tracker *t, PyObject *args)
                          (long long)at);
             break;
         }
-        if (pos + 1 < count && offsets[pos + 1] >= 0 && offsets[pos + 1] < len) {
-            __builtin_prefetch(data + offsets[pos + 1]);
-            __builtin_prefetch(data + offsets[pos + 1] + 64);
+        if (pos + 4 < count && offsets[pos + 4] >= 0 && offsets[pos + 4] < len) {
+            __builtin_prefetch(data + offsets[pos + 4]);
+            __builtin_prefetch(data + offsets[pos + 4] + 64);
         }
         const uint8_t *rec = data + at;
         uint32_t sec = little ? le32(rec) : be32(rec);
@@ -941,37 +982,46 @@ static PyObject *Tracker_run(Tracker *t, PyObject *args)
             queued++;
             continue;
         }
-        Hdr o, in;
-        int common = parse(f, incl, &o);
-        int vx = 0;
-        if (common) {
-            if (o.proto == 6 && !t->tcp_fast) {
-                common = 0;
-            } else if (o.proto == 17 && (port_in(t->special, o.sport)
-                                         || port_in(t->special, o.dport))) {
-                common = 0;
-                if ((o.dport == 4789 || o.dport == 8472) && o.dport != t->mpls_port
-                    && !port_in(t->vx_special, o.sport) && !port_in(t->vx_special, o.dport)) {
-                    int64_t avail = incl < (int64_t)o.total + 14 ? incl : (int64_t)o.total + 14;
-                    if (parse(f + VXLAN_HEADERS, avail - VXLAN_HEADERS, &in)
-                        && !(in.proto == 6 && !t->tcp_fast)
-                        && !(in.proto == 17 && (port_in(t->special, in.sport)
-                                                || port_in(t->special, in.dport))))
-                        common = vx = 1;
+        const Py_ssize_t cur = pos - 1; /* the record at hand */
+        Ahead *a = &ring[cur & 3];
+        if (a->pos != cur)
+            classify(t, f, incl, a);
+        a->pos = -1;
+        /* the flows of the next records: their map bucket, then their slot */
+        if (cur + 2 < count && t->map_cap) {
+            Ahead *b = &ring[(cur + 2) & 3];
+            int64_t bat = offsets[cur + 2];
+            if (bat >= 0 && bat + 16 <= len) {
+                int64_t bincl = little ? le32(data + bat + 8) : be32(data + bat + 8);
+                if (bat + 16 + bincl <= len) {
+                    classify(t, data + bat + 16, bincl, b);
+                    b->pos = cur + 2;
+                    if (b->common)
+                        __builtin_prefetch(&t->map[b->key & (t->map_cap - 1)]);
                 }
             }
         }
+        if (cur + 1 < count && t->map_cap) {
+            Ahead *b = &ring[(cur + 1) & 3];
+            if (b->pos == cur + 1 && b->common) {
+                int32_t i = t->map[b->key & (t->map_cap - 1)];
+                if (i >= 0)
+                    __builtin_prefetch(&t->hot[i]);
+            }
+        }
+        const int common = a->common, vx = a->vx;
+        const Hdr o = a->o, in = a->in;
+        const size_t n0 = a->n;
         PyObject *fast = NULL;
         int32_t oslot = -1, slot = -1;
         if (common) {
-            int64_t vni = vx ? (int64_t)(be32(f + 46) >> 8) : -1;
-            size_t n = key_bytes(kb, &o, t->l2, vni, t->fold);
-            oslot = lookup(t, xxh64(kb, n, 0), !vx && o.proto == 1);
+            size_t n = n0;
+            oslot = lookup(t, a->key, !vx && o.proto == 1);
             if (oslot == -2)
                 break;
             if (oslot < 0 && !vx) {
                 /* a flow to create: queued while the table has room */
-                fast = new_flow_info(t, f, incl, &o, kb, n);
+                fast = new_flow_info(t, f, incl, &o, a->kb, n);
                 if (!fast)
                     break;
                 if (room > 0) {
@@ -1185,6 +1235,7 @@ static PyObject *ff_index(PyObject *self, PyObject *args)
     const uint8_t *d = b.buf;
     Py_ssize_t n = b.len, off = 0, count = 0;
     while (off + 16 <= n) {
+        __builtin_prefetch(d + off + 1024); /* records are read in sequence */
         Py_ssize_t next = off + 16 + (Py_ssize_t)(little ? le32(d + off + 8) : be32(d + off + 8));
         if (next > n)
             break;
