@@ -15,9 +15,9 @@ encoder (skygraph/exporters/sflow.py): `--samples` flow samples each, carrying
 the first `--header` bytes of frames of benchmarks/flowtable.py's generated
 trace (TCP, UDP, ICMP, 10 % VXLAN), a counter sample in every tenth; they are
 written as UDP frames to rx0's address, port 6343, and replayed from tx0 with
-`tcpreplay --topspeed --loop N`.  A `sflow` capture on rx0 is the collector.
-Counted: the datagrams, flow samples and packet headers the capture decoded
-(its own counters), the UDP socket's drops (/proc/net/udp in the receiving
+`tcpreplay --topspeed --loop N` (`--sflow-pps`: at that rate).  A `sflow` capture on rx0 is the collector.
+Counted: the datagrams, flow samples and malformed datagrams the capture
+decoded (its own counters), the UDP socket's drops (/proc/net/udp in the receiving
 namespace), the process's CPU.  Rate = counted / (last count change - first
 count), polled every 20 ms while the replay runs and until the socket is
 empty.  A second line times `sflow_decode.decode` alone on the same datagrams
@@ -42,6 +42,10 @@ whose per-flow packet counts are compared.
         [--flows N] [--loops N] [--runs N] [--datagrams N] [--samples N]
         [--header N] [--sflow-loops N] [--sflow-pps N] [--paced PPS] [--update S]
         [--keep DIR]
+
+The first line says which skygraph is measured: this checkout (commit, and
+whether skygraph/ has local changes) or, with `PYTHONPATH=<dir>`, another
+tree (e.g. `git archive <commit> skygraph | tar -x -C <dir>`).
 
 Needs root and tcpreplay (scripts/install.sh).  Exit status 0 when the
 measurement ran.
@@ -155,12 +159,10 @@ class Sink:
 
     def __init__(self) -> None:
         self.latest: dict[str, Flow] = {}
-        self.batches = 0
         self._lock = threading.Lock()
 
     def __call__(self, flows: list[Flow]) -> None:
         with self._lock:
-            self.batches += 1
             for f in flows:
                 self.latest[f.uuid] = f
 
@@ -243,7 +245,6 @@ class SFlowLoad:
     datagrams: list[bytes]
     flow_samples: int  # per pass over `datagrams`
     counter_samples: int
-    headers: int
 
 
 def sflow_datagrams(frames: list[bytes], count: int, samples: int, header: int,
@@ -270,7 +271,7 @@ def sflow_datagrams(frames: list[bytes], count: int, samples: int, header: int,
                 IF_INDEX, in_octets=n * 150, in_ucast=n, out_octets=n * 90, out_ucast=n // 2)))
             counter_samples += 1
         out.append(enc.encode_datagram(agent, 0, seq + 1, seq * 10, records))
-    return SFlowLoad(out, flow_samples, counter_samples, flow_samples)
+    return SFlowLoad(out, flow_samples, counter_samples)
 
 
 def write_pcap(path: Path, frames: list[bytes]) -> None:
@@ -284,17 +285,17 @@ def write_pcap(path: Path, frames: list[bytes]) -> None:
             out.write(frame)
 
 
-class UdpSockets:
-    """/proc/net/udp of a namespace, opened there once and re-read (no process per
-    look: a fork of this process every poll would eat the collector's CPU)."""
+class ProcNet:
+    """/proc/net/<table> (udp, raw) of a namespace, opened there once and re-read (no
+    process per look: a fork of this process every poll would eat the capture's CPU)."""
 
-    def __init__(self, ns: str) -> None:
+    def __init__(self, ns: str, table: str) -> None:
         # Kept open on purpose: the file shows the namespace it was opened in.
         self._file = run_in(netns_path(ns), lambda: open(  # noqa: SIM115
-            "/proc/thread-self/net/udp", "rb", buffering=0))
+            f"/proc/thread-self/net/{table}", "rb", buffering=0))
 
     def state(self, port: int) -> tuple[int, int]:
-        """(rx_queue bytes, drops) of the socket bound to UDP `port`."""
+        """(rx_queue bytes, drops) of the socket on local port `port` (raw: protocol)."""
         self._file.seek(0)
         for line in self._file.read().decode().splitlines()[1:]:
             f = line.split()
@@ -314,7 +315,6 @@ class SFlowRun:
     socket_drops: int
     datagrams: int
     flow_samples: int
-    headers: int
     decode_errors: int
     busy: float  # first counted datagram -> last
     drain: float  # replay end -> last counted datagram
@@ -330,7 +330,7 @@ def sflow_run(the_lab: Any, rx: Iface, pcap: Path, loops: int, update: int,
               pps: int) -> SFlowRun:
     sink = Sink()
     spec = {"Type": "sflow", "Port": SFLOW_PORT}
-    udp = UdpSockets(the_lab.receiver)
+    udp = ProcNet(the_lab.receiver, "udp")
     try:
         with capture(spec, rx, sink, update) as source:
             src: Any = source  # SFlowSource: its decoder counters
@@ -368,11 +368,10 @@ def sflow_run(the_lab: Any, rx: Iface, pcap: Path, loops: int, update: int,
             lost1 = the_lab.lost()
             cpu = cpu_self() - cpu0
             datagrams, flow_samples, errors = src.datagrams, src.flow_samples, src.decode_errors
-            headers = source.stats().packets_received
     finally:
         udp.close()
     return SFlowRun(rep.sent, rep.seconds, lost1 - lost0, drops1 - drops0, datagrams,
-                    flow_samples, headers, errors, last - first,
+                    flow_samples, errors, last - first,
                     max(last - replay_end, 0.0) if replay_end else 0.0, cpu, len(sink.latest))
 
 

@@ -39,7 +39,9 @@ the capture stopped.
     .venv/bin/python benchmarks/targets.py [--packets N] [--flows N] [--loops N]
         [--runs N] [--update S] [--only local,erspanv1,erspanv2,netflowv5] [--keep DIR]
 
-Needs root, tcpreplay, nfcapd and nfdump (scripts/install.sh).  Exit status 0
+The first line says which skygraph is measured (see benchmarks/captures.py:
+`PYTHONPATH=<dir>` measures another tree).  Needs root, tcpreplay, nfcapd and
+nfdump (scripts/install.sh).  Exit status 0
 when the measurement ran.
 """
 
@@ -150,26 +152,6 @@ class TargetNet:
         stats = json.loads(bench_pipeline.sh("ip", "-s", "-j", "link", "show", "t0",
                                              ns=self.ns))[0]["stats64"]
         return int(stats["rx"]["packets"])
-
-
-class ProcNet:
-    """/proc/net/<table> (raw, udp) of a namespace, opened there once and re-read."""
-
-    def __init__(self, ns: str, table: str) -> None:
-        self._file = bench_captures.run_in(bench_captures.netns_path(ns), lambda: open(  # noqa: SIM115
-            f"/proc/thread-self/net/{table}", "rb", buffering=0))
-
-    def state(self, port: int) -> tuple[int, int]:
-        """(rx_queue bytes, drops) of the socket on local port `port` (raw: protocol)."""
-        self._file.seek(0)
-        for line in self._file.read().decode().splitlines()[1:]:
-            f = line.split()
-            if int(f[1].split(":")[1], 16) == port:
-                return int(f[4].split(":")[1], 16), int(f[-1])
-        return 0, 0
-
-    def close(self) -> None:
-        self._file.close()
 
 
 class Child:
@@ -290,11 +272,11 @@ def one_run(kind: str, the_lab: Any, rx: Any, tnet: TargetNet, pcap: Path, loops
             update: int, work: Path, n: int) -> Run:
     spec: dict[str, Any] = {"Type": "afpacket", "Name": f"bench-{kind}-{n}"}
     receiver: Child | None = None
-    raw: ProcNet | None = None
+    raw: Any = None
     flows_dir = work / f"nfcapd-{n}"
     if kind.startswith("erspan"):
         spec.update(TargetType=kind, Target=f"{tnet.ip}:0")
-        raw = ProcNet(tnet.ns, "raw")
+        raw = bench_captures.ProcNet(tnet.ns, "raw")
         receiver = Child([sys.executable, "-c", GRE_RECEIVER], tnet.ns)
         receiver.wait_for("ready")
     elif kind == "netflowv5":
@@ -356,7 +338,7 @@ def one_run(kind: str, the_lab: Any, rx: Any, tnet: TargetNet, pcap: Path, loops
             counts = json.loads(out.splitlines()[-1])
             run.at_target = sum(v for k, v in counts.items() if GRE_TYPES.get(int(k)) == kind)
         elif kind == "netflowv5" and receiver is not None:
-            udp = ProcNet(tnet.ns, "udp")
+            udp = bench_captures.ProcNet(tnet.ns, "udp")
             try:
                 bench_pipeline.wait_for("nfcapd to read its socket",
                                         lambda: udp.state(NETFLOW_PORT)[0] == 0, 120, 0.05)
@@ -517,6 +499,7 @@ def main() -> int:
                     runs.append(run)
                     print(row(run), flush=True)
                     time.sleep(1)
+        exporter = exporter_rate(pcap) if "netflowv5" in kinds else None
     finally:
         tnet.down()
         if args.keep is None:
@@ -542,8 +525,8 @@ def main() -> int:
     for r in runs:
         if r.kind == "netflowv5":
             print(netflow_summary(r, trace, inner, args.loops))
-    if "netflowv5" in kinds:
-        flows_s, records_s, nflows = exporter_rate(pcap)
+    if exporter is not None:
+        flows_s, records_s, nflows = exporter
         print(f"NetFlow v5 exporter alone (NetFlowV5Target.flows in this process, the trace's "
               f"{nflows} flows per pass, UDP to a local socket): {flows_s / 1e3:.1f}k flows/s, "
               f"{records_s / 1e3:.1f}k records/s")
