@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 NATIVE_VERSION = 3  # FASTFLOW_VERSION of the _fastflow.c this module drives
 BLOCK = 1 << 20  # bytes of pcap per block with the extension (fits in a core's cache)
+TOUCHES_MAX = 1 << 15  # exact-path touches kept before the sums are applied
 PROMOTE_AFTER = 20_000  # objects a run allocated from which they go to the oldest GC generation
 # ICMPv4 type -> folded ICMPType value (flow/icmp.go), as the key hashes it
 ICMP_FOLD = bytes(int(icmpv4_type(t)) for t in range(256))
@@ -170,6 +171,8 @@ class FastPath:
                     else:  # a common-case record creating its flow
                         st = feed_view(item[4], item[6], item[3], item[2], item[1], item[5])
                         touches[id(st)] = ((item[0], 0), st)
+            if len(touches) > TOUCHES_MAX:
+                self._flush()  # bounded memory: the sums may be applied at any time
             if kind == END:
                 return
             if kind == EVENT:  # ICMP echo while the RTT is unknown
