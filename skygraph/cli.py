@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skygraph import __version__
-from skygraph.config import Config, ConfigError, load, override
-from skygraph.topology.errors import TopologyError
+
+if TYPE_CHECKING:
+    from skygraph.config import Config
 
 log = logging.getLogger("skygraph")
 
@@ -101,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["flows"]:
         return _flows(argv[1:])
+    import asyncio
+
+    from skygraph.config import ConfigError, load, override
+    from skygraph.topology.errors import TopologyError
     args = parser().parse_args(argv)
     try:
         cfg = load(args.conf)
@@ -170,6 +175,7 @@ def _flows(argv: list[str]) -> int:
 
 
 def _analyzer(cfg: Config, args: argparse.Namespace) -> int:
+    import asyncio
     import dataclasses
 
     from skygraph import analyzer
@@ -197,9 +203,11 @@ def _user(args: argparse.Namespace) -> int:
 
 
 def _allinone(cfg: Config, args: argparse.Namespace) -> int:
+    import asyncio
     import dataclasses
 
     from skygraph import agent, analyzer
+    from skygraph.config import ConfigError
     from skygraph.process import stop_on_signals
     if args.listen:
         analyzer.parse_listen(args.listen, "--listen")
