@@ -307,6 +307,7 @@ class Run:
     analyzer_cpu: float = 0.0
     settle: float | None = None  # s after the replay until the graph has every packet
     in_graph: int = 0      # packets of this capture's outer flows in the graph
+    flow_writes: int = 0   # flow updates the analyzer wrote from the replay's start to settle
     latency: list[tuple[float, float]] = field(default_factory=list)
 
     @property
@@ -355,6 +356,11 @@ def capture_entry(api: Analyzer, capture_id: str) -> dict[str, Any] | None:
     return None
 
 
+def flows_written(api: Analyzer) -> int:
+    """Flow updates the analyzer's flow sink has written so far (`/api/status`)."""
+    return int(api.request("GET", "/api/status")["Flows"]["written"])
+
+
 def outer_packets(api: Analyzer, capture_id: str) -> int:
     """Packets counted by this capture's outermost flows (VXLAN inner flows left out)."""
     base = f"G.Flows().Has('CaptureID', '{capture_id}').Has('ParentUUID', '')"
@@ -397,35 +403,37 @@ def skygraph_run(api: Analyzer, agent: int, analyzer: int, the_lab: Lab, pcap: P
         received0, dropped0 = entry["PacketsReceived"], entry["PacketsDropped"]
         lost0 = the_lab.lost()
         cpu0, acpu0 = cpu_seconds(agent), tree_cpu_seconds(analyzer)
+        written0 = flows_written(api)
         rep = replay(the_lab, pcap, loops)
         end = time.monotonic()
         cpu1, acpu1 = cpu_seconds(agent), tree_cpu_seconds(analyzer)
         rss, hwm = memory_kb(agent)
         lost1 = the_lab.lost()
 
-        # The kernel counters stop moving once the sender is done and reach the graph
-        # every stats_update (0.5 s); the flows arrive on the update ticks (1 s).
-        settle: float | None = None
-        history: list[tuple[int, int]] = []
-        in_graph = 0
+        # The kernel counters stop moving once the sender is done; they reach the graph
+        # every stats_update (0.5 s), the flows on the update ticks (1 s).  Done when the
+        # counters have not moved for 1.5 s and the flows hold what they count; settle
+        # is the first sample whose flows held the final count.
+        samples: list[tuple[float, tuple[int, int], int]] = []  # (t, counters, in graph)
         deadline = end + 120
         while time.monotonic() < deadline:
             e = capture_entry(api, capture_id) or {}
-            history.append((e.get("PacketsReceived", -1), e.get("PacketsDropped", -1)))
-            in_graph = outer_packets(api, capture_id)
-            delivered = (history[-1][0] - received0) - (history[-1][1] - dropped0)
-            if settle is None and in_graph >= delivered:
-                settle = time.monotonic() - end
-            if settle is not None and len(history) >= 3 and \
-                    history[-1] == history[-2] == history[-3]:
+            counters = (e.get("PacketsReceived", 0) - received0,
+                        e.get("PacketsDropped", 0) - dropped0)
+            samples.append((time.monotonic(), counters, outer_packets(api, capture_id)))
+            t = samples[-1][0]
+            still = [c for at, c, _ in samples if at >= t - 1.5]
+            if t - samples[0][0] >= 1.5 and all(c == counters for c in still) \
+                    and samples[-1][2] >= counters[0] - counters[1]:
                 break
             time.sleep(0.25)
-        received, dropped = history[-1][0] - received0, history[-1][1] - dropped0
+        (received, dropped), in_graph = samples[-1][1], samples[-1][2]
+        settle = next((at - end for at, _, n in samples if n >= received - dropped), None)
         if in_graph < received - dropped:
             settle = None
         run = Run("skygraph" + (f" RawPacketLimit={raw}" if raw else ""), rep, received,
                   dropped, lost1 - lost0, cpu1 - cpu0, rss, hwm, acpu1 - acpu0, settle,
-                  in_graph)
+                  in_graph, flows_written(api) - written0)
         for i in range(markers):
             run.latency.append(latency_sample(api, the_lab, work, f"10.250.{run_no}.{i + 1}",
                                               40000 + i))
@@ -445,12 +453,12 @@ def fmt_row(r: Run) -> str:
     return (f"{r.kind:<28} {r.replay.sent:>9} {r.replay.seconds:>6.2f} {r.replay.pps / 1e3:>7.0f}k "
             f"{r.veth_lost:>6} {r.received:>9} {r.dropped:>7} {r.pps / 1e3:>7.0f}k "
             f"{r.cpu:>6.2f} {100 * r.cpu / r.replay.seconds:>5.0f}% {mem:>9} {acpu:>6} "
-            f"{settle:>6} {graph:>6}")
+            f"{settle:>6} {graph:>6} {'-' if r.kind == 'tcpdump' else r.flow_writes:>7}")
 
 
 HEADER = (f"{'receiver':<28} {'sent':>9} {'secs':>6} {'sent/s':>8} {'veth':>6} "
           f"{'received':>9} {'dropped':>7} {'recv/s':>8} {'CPU s':>6} {'CPU':>6} "
-          f"{'RSS MB':>9} {'an.CPU':>6} {'settle':>6} {'graph':>6}")
+          f"{'RSS MB':>9} {'an.CPU':>6} {'settle':>6} {'graph':>6} {'writes':>7}")
 LEGEND = """\
 sent/secs: tcpreplay's count and duration; veth: lost between tx0 and rx0 (nobody saw
 them); received/dropped: kernel counters of the receiver's socket (tcpdump: "received by
@@ -458,7 +466,8 @@ filter"/"dropped by kernel"; skygraph: the capture's PacketsReceived/PacketsDrop
 recv/s = (received - dropped) / secs; CPU: receiver's CPU over the replay (tcpdump: its
 whole life), % of one core; RSS: tcpdump peak, agent VmRSS/VmHWM; an.CPU: analyzer and its
 graph server during the replay; settle: s after the replay until the capture's outer flows
-in the graph hold every delivered packet; graph: those packets / delivered."""
+in the graph hold every delivered packet; graph: those packets / delivered; writes: flow
+updates the analyzer wrote from the replay's start until settled."""
 
 
 def summary(label: str, xs: list[float]) -> str:
@@ -575,6 +584,13 @@ def main() -> int:
           f"(median), peak RSS {max(r.hwm_kb for r in sg) / 1024:.0f} MB; tcpdump CPU "
           f"{statistics.median(r.cpu / r.replay.seconds for r in td):.0%}, peak RSS "
           f"{max(r.rss_kb for r in td) / 1024:.0f} MB")
+    settles = [(r.flow_writes, r.replay.seconds, r.settle) for r in sg if r.settle is not None]
+    if settles:
+        writes = statistics.median(w for w, _, _ in settles)
+        rate = statistics.median(w / (secs + settle) for w, secs, settle in settles)
+        settle = statistics.median(settle for _, _, settle in settles)
+        print(f"analyzer: {writes:.0f} flow updates written per run, {rate:.0f}/s over replay + "
+              f"settle; settle {settle:.1f} s (medians)")
     samples = [s for r in sg for s in r.latency]
     if samples:
         print("flow update latency, " + summary("tick->graph", [s[0] for s in samples]))
