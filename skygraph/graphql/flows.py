@@ -66,6 +66,18 @@ FILTER_FIELDS = (("application", "application", "Application"),
                  ("layers_path", "layersPath", "LayersPath"), ("host", "host", "@Host"))
 
 
+def flow_update_predicates(where: FlowFilterInput | None) -> tuple[MetadataPredicate, ...]:
+    """The `flows` query's filter as predicates on a flow update's JSON (`flowUpdates`),
+    so one filter means the same in both; `host` is not in an update's JSON: refused."""
+    if where is None:
+        return ()
+    if where.host is not None:
+        raise FilterError("where.host: flow updates do not carry the agent; filter on nodeTID")
+    out = [MetadataPredicate(key, eq=str(getattr(where, attr)))
+           for attr, _, key in FILTER_FIELDS if key != "@Host" and getattr(where, attr) is not None]
+    return (*out, *f.predicates(where.metadata))
+
+
 @strawberry.type(name="Flow", description="A flow as an agent last sent it; `json` is "
                                           "Skydive's flow JSON.")
 class FlowType:

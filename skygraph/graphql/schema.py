@@ -34,7 +34,7 @@ from skygraph.api.reads import EdgeFilter, FilterError, NodeFilter, When, check_
 from skygraph.api.reads import matches_predicates as flow_matches
 from skygraph.graphql import filters as f
 from skygraph.graphql import injections as inj
-from skygraph.graphql.flows import FlowConnection, FlowFilterInput
+from skygraph.graphql.flows import FlowConnection, FlowFilterInput, flow_update_predicates
 from skygraph.graphql.flows import flows as flow_page
 from skygraph.graphql.metrics import Metrics, RawPackets
 from skygraph.graphql.metrics import metrics as metric_series
@@ -245,9 +245,10 @@ class Subscription:
                               "and/or matching predicates on flow keys "
                               "(`Network.A`, `Application`...).")
     async def flow_updates(self, info: Info, capture_id: strawberry.ID | None = None,
-                           filter: list[f.MetadataPredicateInput] | None = None
+                           filter: list[f.MetadataPredicateInput] | None = None,
+                           where: FlowFilterInput | None = None
                            ) -> AsyncGenerator[JSON, None]:
-        preds = f.predicates(filter)
+        preds = f.predicates(filter) + flow_update_predicates(where)
         check_filter(NodeFilter(metadata=preds))  # validate before subscribing
         sub = info.context.api.flow_bus.subscribe()
         try:

@@ -196,3 +196,38 @@ def test_connection_init_is_authorised(served: Served) -> None:
     finally:
         server.stop()
     assert seen == [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Bearer s3cret"}]
+
+
+WHERE = """subscription($w: FlowFilter) { flowUpdates(where: $w) }"""
+
+
+def test_flow_updates_take_the_flows_query_filter(served: Served) -> None:
+    """`where` is the `flows` query's FlowFilter, with the same meaning."""
+    def publish(flow: dict[str, Any]) -> Any:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+            served.api.flow_bus.publish(flow), served.loop.loop))
+
+    async def scenario() -> list[str]:
+        async with client(served.url) as c:
+            await c.subscribe("w", WHERE, {"w": {"application": "ICMPv4", "nodeTID": "t1",
+                                                 "metadata": [{"key": "Metric.ABPackets",
+                                                               "gt": 2}]}})
+            await c.until_live("w", lambda i: publish({
+                "UUID": f"poke{i}", "NodeTID": "t1", "Application": "ICMPv4",
+                "Metric": {"ABPackets": 3}}))
+            for uuid, tid, app, packets in (("g1", "t1", "ICMPv4", 5), ("g2", "t2", "ICMPv4", 5),
+                                            ("g3", "t1", "TCP", 5), ("g4", "t1", "ICMPv4", 1),
+                                            ("g5", "t1", "ICMPv4", 9)):
+                await publish({"UUID": uuid, "NodeTID": tid, "Application": app,
+                               "Metric": {"ABPackets": packets}})
+            got = []
+            while len(got) < 2:
+                got.append((await c.recv())["payload"]["data"]["flowUpdates"]["UUID"])
+            await c.subscribe("h", WHERE, {"w": {"host": "h1"}})
+            refused = await c.recv()
+            got.append(str(refused["payload"]))
+            return got
+
+    got = asyncio.run(scenario())
+    assert got[:2] == ["g1", "g5"]
+    assert "where.host" in got[2]
