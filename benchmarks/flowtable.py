@@ -2,12 +2,17 @@
 
 Generates a deterministic capture (default 1,000,000 packets, 10,000
 flows: TCP sessions, UDP, ICMP echo, 10 % of the flows inside VXLAN), then
-times `skygraph flows FILE` (or `python -m skygraph.capture.offline` while
-the CLI has no `flows` command) and `softflowd -r FILE`, printing packets/s
-for both, their ratio and skygraph's peak RSS; then measures peak RSS with
-500,000 live flows in one table.
+times `skygraph flows FILE` and `softflowd -r FILE` one after the other,
+`--repeat` times (the machine may be shared: compare the ratios of the same
+round), printing packets/s for both, their ratio and skygraph's peak RSS;
+then measures peak RSS with 500,000 live flows in one table.
 
-    .venv/bin/python benchmarks/flowtable.py [--packets N] [--flows N] [--keep DIR]
+skygraph runs with its bytecode cached (PYTHONPYCACHEPREFIX in the work
+directory, written by an untimed warm-up run), as an installed package
+would; its start-up time (the same command on a 100-packet file) is printed
+too.
+
+    .venv/bin/python benchmarks/flowtable.py [--packets N] [--flows N] [--repeat N] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def _ip(i: int, side: int) -> bytes:
 
 def _l4(kind: str, fwd: bool, sport: int, dport: int, k: int, n: int, payload: int) -> bytes:
     if kind == "tcp":
-        if k == 0:
+        if k < 2:  # the handshake: SYN, then SYN/ACK
             flags = SYN if fwd else SYN | ACK
         elif k >= n - 2:
             flags = FIN | ACK
@@ -119,11 +124,11 @@ def skygraph_command() -> list[str]:
     return [sys.executable, "-m", "skygraph.capture.offline"]
 
 
-def timed(cmd: list[str]) -> tuple[float, float, int, int]:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int, int]:
     """Run `cmd`; return (wall seconds, CPU seconds, peak RSS in kB, exit status)."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, cwd=REPO, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
         code = os.waitstatus_to_exitcode(status)
@@ -143,12 +148,27 @@ print(len(r.flows), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
+def python_env(work: Path) -> dict[str, str]:
+    """skygraph's environment: bytecode cached in the work directory."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return env
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", type=int, default=1_000_000)
     ap.add_argument("--flows", type=int, default=10_000)
     ap.add_argument("--live-flows", type=int, default=500_000)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of skygraph then softflowd")
     ap.add_argument("--keep", type=Path, default=None, help="directory to keep the pcaps in")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="skygraph-bench-"))
@@ -160,21 +180,37 @@ def main() -> int:
         print(f"generated {pcap} ({pcap.stat().st_size / 1e6:.0f} MB) "
               f"in {time.perf_counter() - t:.1f} s")
     packets = args.packets // args.flows * args.flows
-
+    env = python_env(work)
     cmd = skygraph_command()
-    sg_time, sg_cpu, sg_rss, rc = timed([*cmd, str(pcap)])
+    small = work / "small-100.pcap"
+    if not small.exists():
+        generate(small, 100, 10)
+    timed([*cmd, str(small)], env)  # warm-up: writes the bytecode cache
+    start_time, start_cpu, _, rc = timed([*cmd, str(small)], env)
     if rc != 0:
         print(f"skygraph flows failed with status {rc}")
         return 1
-    sg_rate = packets / sg_time
-    print(f"skygraph  ({' '.join(Path(c).name for c in cmd[-2:])}): {sg_time:6.2f} s "
-          f"(CPU {sg_cpu:.2f} s)  {sg_rate / 1e6:5.2f} M packets/s  "
-          f"peak RSS {sg_rss / 1024:.0f} MB")
+    native = subprocess.run([sys.executable, "-c", "from skygraph.capture import fastpath; "
+                             "print('C extension' if fastpath.native else 'numpy fallback')"],
+                            capture_output=True, text=True, cwd=REPO, env=env, check=False)
+    print(f"skygraph batch path: {native.stdout.strip() or native.stderr.strip()}; "
+          f"start-up (100-packet file): {start_time:.2f} s (CPU {start_cpu:.2f} s)")
 
     softflowd = shutil.which("softflowd") or shutil.which("softflowd", path="/usr/sbin")
     if softflowd is None:
         print("softflowd: not installed (apt-get install softflowd); no comparison")
-    else:
+    ratios: list[tuple[float, float]] = []
+    for rnd in range(1, args.repeat + 1):
+        sg_time, sg_cpu, sg_rss, rc = timed([*cmd, str(pcap)], env)
+        if rc != 0:
+            print(f"skygraph flows failed with status {rc}")
+            return 1
+        sg_rate = packets / sg_time
+        print(f"[{rnd}] skygraph  ({' '.join(Path(c).name for c in cmd[-2:])}): {sg_time:6.2f} s "
+              f"(CPU {sg_cpu:.2f} s)  {sg_rate / 1e6:5.2f} M packets/s  "
+              f"peak RSS {sg_rss / 1024:.0f} MB")
+        if softflowd is None:
+            continue
         # `-c none`: softflowd 1.1.0 may block in accept() on its control socket
         # after reading a file (it tests poll results it never polled for).
         sf_time, sf_cpu, sf_rss, rc = timed([
@@ -184,21 +220,28 @@ def main() -> int:
             print(f"softflowd failed with status {rc}")
             return 1
         sf_rate = packets / sf_time
-        print(f"softflowd (softflowd -r):  {sf_time:6.2f} s (CPU {sf_cpu:.2f} s)  "
+        print(f"[{rnd}] softflowd (softflowd -r):  {sf_time:6.2f} s (CPU {sf_cpu:.2f} s)  "
               f"{sf_rate / 1e6:5.2f} M packets/s  peak RSS {sf_rss / 1024:.0f} MB")
-        print(f"ratio skygraph/softflowd: {sg_rate / sf_rate:.2f} (wall), "
+        ratios.append((sg_rate / sf_rate, sf_cpu / sg_cpu))
+        print(f"[{rnd}] ratio skygraph/softflowd: {sg_rate / sf_rate:.2f} (wall), "
               f"{sf_cpu / sg_cpu:.2f} (CPU)")
+    if ratios:
+        print(f"ratio skygraph/softflowd, median of {len(ratios)}: "
+              f"{median([r[0] for r in ratios]):.2f} (wall), "
+              f"{median([r[1] for r in ratios]):.2f} (CPU)")
 
     live = work / f"live-{args.live_flows}.pcap"
     if not live.exists():
         generate(live, args.live_flows * 2, args.live_flows, seed=2)
+    t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", LIVE_FLOWS_SCRIPT, str(live)],
-                         capture_output=True, text=True, cwd=REPO, check=False)
+                         capture_output=True, text=True, cwd=REPO, env=env, check=False)
     if out.returncode != 0:
         sys.stderr.write(out.stderr)
         return 1
     nflows, rss = out.stdout.split()
-    print(f"peak RSS with {int(nflows):,} live flows: {int(rss) / 1024:.0f} MB")
+    print(f"peak RSS with {int(nflows):,} live flows: {int(rss) / 1024:.0f} MB "
+          f"({time.perf_counter() - t:.1f} s)")
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0

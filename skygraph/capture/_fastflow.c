@@ -590,7 +590,7 @@ static int mark(Tracker *t, int32_t idx)
 }
 
 static inline int add(Tracker *t, int32_t idx, uint64_t src, int64_t size, uint8_t flags,
-                      int64_t ms, int depth)
+                      int64_t index, int64_t ms, int depth)
 {
     Hot *h = &t->hot[idx];
     if (src == h->a_num) {
@@ -604,7 +604,7 @@ static inline int add(Tracker *t, int32_t idx, uint64_t src, int64_t size, uint8
     }
     if (h->ab_pk >= PK_LIMIT || h->ba_pk >= PK_LIMIT)
         t->need_flush = 1;
-    h->last_idx = t->index;
+    h->last_idx = index;
     h->last_ms = ms;
     h->bits = (uint8_t)((h->bits & ~B_DEPTH) | (depth ? B_DEPTH : 0));
     if (!(h->bits & B_DIRTY))
@@ -1058,12 +1058,12 @@ static PyObject *Tracker_run(Tracker *t, PyObject *args)
         }
         const Hdr *own = &o;
         if (vx) {
-            if (add(t, oslot, t->l2 ? o.src_mac : o.src_ip, orig, 0, ms, 0) < 0)
+            if (add(t, oslot, t->l2 ? o.src_mac : o.src_ip, orig, 0, index, ms, 0) < 0)
                 break;
             own = &in;
         }
         uint64_t src = t->l2 ? own->src_mac : own->src_ip;
-        if (add(t, slot, src, vx ? orig - VXLAN_HEADERS : orig, own->flags, ms, vx) < 0)
+        if (add(t, slot, src, vx ? orig - VXLAN_HEADERS : orig, own->flags, index, ms, vx) < 0)
             break;
         t->counted++;
         Hot *h = &t->hot[slot];

@@ -192,11 +192,12 @@ def read_blocks(path: Path, info: PcapInfo,
     a callable is asked again before each read.  A block may end with the start of
     a record the next block holds whole."""
     with open(path, "rb") as f:
-        f.seek(info.header_size)
         pos = info.header_size
-        if not f.seekable():
+        if not f.seekable():  # a pipe
+            f.read(pos)
             yield from _read_stream(f, path, info, pos, block_size)
             return
+        f.seek(pos)
         want = 0
         while True:
             size = max(want, block_size() if callable(block_size) else block_size)

@@ -1,4 +1,5 @@
-"""The batch path gives exactly the per-packet path's flows, and indexes pcaps exactly."""
+"""The batch path -- the C extension, and its numpy fallback -- gives exactly the
+per-packet path's flows, and indexes pcaps exactly."""
 
 from __future__ import annotations
 
@@ -17,11 +18,21 @@ from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapNgWriter, wrpcap
 
-from skygraph.capture import pcapfile
+from skygraph.capture import fastpath, pcapfile
 from skygraph.capture.offline import process_file
 from skygraph.capture.options import CaptureOptions, TableSettings
 from skygraph.capture.pcapindex import index_records
 from tests.conftest import PCAPS
+
+
+@pytest.fixture(params=["c", "numpy"], autouse=True)
+def batch_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the C extension and with the numpy fallback."""
+    if request.param == "numpy":
+        monkeypatch.setattr(fastpath, "native", None)
+    else:
+        assert fastpath.native is not None, "the _fastflow extension is not built"
+    return str(request.param)
 
 
 @functools.lru_cache(maxsize=8)
