@@ -332,3 +332,35 @@ def test_random_mixes_tables_and_blocks(tmp_path: Path, seed: int,
     c, np_, slow = three_ways(path, monkeypatch, opts, settings=settings,
                               block_size=rng.choice([512, 4096, 1 << 20]))
     assert flows_json(c) == flows_json(np_) == flows_json(slow)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mangled_frames_same_flows(tmp_path: Path, seed: int,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Bytes flipped, frames cut short or random, wire lengths off, time going back and
+    # forth: the C path decides exactly like the decoder what is its common case.
+    from tests.unit.capture.test_capture_fastpath import mixed_traffic
+    rng = random.Random(seed)
+    frames = []
+    for p in mixed_traffic(seed % 3 + 1, flows=20, per_flow=8):
+        b = bytearray(bytes(p))
+        r = rng.random()
+        if r < 0.3:
+            for _ in range(rng.randrange(1, 4)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+        elif r < 0.4:
+            b = b[:rng.randrange(len(b) + 1)]
+        elif r < 0.45:
+            b = bytearray(rng.randbytes(rng.randrange(80)))
+        frames.append(bytes(b))
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i, f in enumerate(frames):
+        orig = max(len(f) + rng.choice([0, 0, 0, 7, -3]), 0)
+        out.append(struct.pack("<IIII", 1_700_000_000 + i // 100, (i * 997) % 1_000_000,
+                               len(f), orig) + f)
+    path = tmp_path / "mangled.pcap"
+    path.write_bytes(b"".join(out))
+    settings = TableSettings(max_entries=rng.choice([3, 30, 1000]), update=1, expire=2)
+    c, np_, slow = three_ways(path, monkeypatch, CaptureOptions(), settings=settings,
+                              block_size=rng.choice([128, 2048]))
+    assert flows_json(c) == flows_json(np_) == flows_json(slow)
