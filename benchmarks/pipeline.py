@@ -20,8 +20,13 @@ capture counters every 0.5 s), then alternates, `--runs` times each:
   the agent's CPU (utime+stime from /proc/<pid>/stat over the replay) and
   memory (VmRSS, VmHWM), the analyzer's CPU (with its graph server), the time
   until the packets of the outer flows of this capture in the graph add up to
-  what the ring accepted ("settle"), then `--markers` latency samples, then
+  what the ring accepted ("settle") and the flow updates the analyzer wrote
+  meanwhile (`/api/status`), then `--markers` latency samples, then
   `DELETE /api/capture/<id>`.
+
+skygraph runs as `python -m skygraph.cli` from the checkout holding this
+script (its parent directory is the working directory), so running the
+script from a `git archive` copy measures that commit.
 
 Received rate = packets that reached the receiver (kernel-received minus
 kernel-dropped) / the replay's duration as tcpreplay reports it.  Lost on
@@ -43,7 +48,7 @@ rate >= 0.9 x tcpdump's (medians).  `--raw-runs` adds captures with
 separate, labelled lines outside the verdict.
 
     .venv/bin/python benchmarks/pipeline.py [--packets N] [--flows N] [--loops N]
-        [--runs N] [--markers N] [--raw-runs N] [--keep DIR] [--strict]
+        [--runs N] [--markers N] [--update S] [--raw-runs N] [--keep DIR] [--strict]
 
 Needs root, tcpreplay and tcpdump (scripts/install.sh).  Exit status 0 when
 the measurement ran (PASS or FAIL printed); with --strict, 3 on FAIL.
@@ -584,6 +589,9 @@ def main() -> int:
           f"(median), peak RSS {max(r.hwm_kb for r in sg) / 1024:.0f} MB; tcpdump CPU "
           f"{statistics.median(r.cpu / r.replay.seconds for r in td):.0%}, peak RSS "
           f"{max(r.rss_kb for r in td) / 1024:.0f} MB")
+    per_cpu = statistics.median(r.delivered / r.cpu for r in sg if r.cpu > 0)
+    print(f"agent: {per_cpu / 1e3:.0f}k packets delivered per agent CPU-second (median: the "
+          f"agent's cost per packet, less sensitive to the machine's load than rates)")
     settles = [(r.flow_writes, r.replay.seconds, r.settle) for r in sg if r.settle is not None]
     if settles:
         writes = statistics.median(w for w, _, _ in settles)
