@@ -109,6 +109,17 @@ def checkout() -> str:
     return f"{REPO} at {head}" + (" with uncommitted changes in skygraph/" if dirty else "")
 
 
+def batch_path() -> str:
+    """Which batch path the measured checkout's flow table uses (C extension or numpy)."""
+    probe = ("from skygraph.capture import fastpath\n"
+             "print('unknown' if not hasattr(fastpath, 'native') else "
+             "'C extension' if fastpath.native is not None else 'numpy fallback (no built "
+             "extension: bash scripts/install.sh builds it)')")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=REPO, check=False)
+    return out.stdout.strip() or f"unknown ({out.stderr.strip()[-200:]})"
+
+
 def sh(*cmd: str, ns: str | None = None, check: bool = True) -> str:
     full = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
     out = subprocess.run(full, capture_output=True, text=True, timeout=120, check=False)
@@ -539,7 +550,7 @@ def main() -> int:
             wait_for("rx0 in the graph", lambda: api.gremlin(f"G.V().Has('Name', '{RX}')"),
                      timeout=60)
             rss, _ = memory_kb(agent.pid)
-            print(f"measuring {checkout()}")
+            print(f"measuring {checkout()}; flow table batch path: {batch_path()}")
             print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
             print(f"{os.cpu_count()} CPUs; flow.update {args.update} s; pcap {args.packets} "
                   f"packets x {args.loops} loops, {args.flows} flows; agent pid {agent.pid} "
