@@ -40,6 +40,8 @@ fi
 stamp=.venv/.skygraph-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ skygraph/capture/_fastflow.c -nt "$stamp" ]; then
   log=.venv/pip-install.log
+  # a new file for the C extension: processes that loaded the old one keep it
+  rm -f skygraph/capture/_fastflow.*.so
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&
          .venv/bin/python -m pip install -q -e ".[dev]" &&
          # skydive-client (test peer): its REST client needs only the standard library;

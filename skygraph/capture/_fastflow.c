@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FASTFLOW_VERSION 3
+#define FASTFLOW_VERSION 4
 
 /* results of run(): block done, tick due, record for the exact path, ICMP echo
  * event, sums to apply (a packet counter is near its limit), queue full */
@@ -1121,6 +1121,7 @@ static PyObject *Tracker_flush(Tracker *t, PyObject *unused)
         h->bits &= (uint8_t)~B_DIRTY;
     }
     t->ndirty = 0;
+    t->need_flush = 0;
     long long counted = t->counted;
     t->counted = 0;
     return Py_BuildValue("(NL)", list, counted);

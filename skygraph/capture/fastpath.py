@@ -5,10 +5,11 @@ common case -- Ethernet/IPv4/{TCP,UDP,ICMPv4} without IP options or
 fragments, optionally inside one VXLAN tunnel -- of a flow the table already
 holds only adds to counters, flags and `Last`: the C extension `_fastflow`
 walks the records, computes each packet's flow key (xxHash64, byte-exact)
-and sums those packets per flow.  Everything else comes back here one record
-at a time, in file order, and takes the exact path of `FlowTable`: records
-outside the common case and those creating a flow, TCP SYN/FIN/RST and ICMP
-echo until the RTT is known (their state events, `tcp_flags`/`echo_rtt`),
+and sums those packets per flow.  What needs Python comes back here in file
+order -- queued with the next result, or as the result itself -- and takes
+the exact path of `FlowTable`: records outside the common case and those
+creating a flow (the C side builds their View and Keys), TCP SYN/FIN/RST and
+ICMP echo until the RTT is known (their state events, `tcp_flags`/`echo_rtt`),
 and the update/expire ticks, cut exactly where the per-packet path has them.
 The sums are applied before every tick, before an insertion that could make
 the LRU evict, and at the end of each `run_blocks`, leaving the LRU order the
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from skygraph.capture._fastflow import Tracker
     from skygraph.capture.fastpath_np import NumpyBatch
 
-NATIVE_VERSION = 3  # FASTFLOW_VERSION of the _fastflow.c this module drives
+NATIVE_VERSION = 4  # FASTFLOW_VERSION of the _fastflow.c this module drives
 BLOCK = 1 << 20  # bytes of pcap per block with the extension (fits in a core's cache)
 TOUCHES_MAX = 1 << 15  # exact-path touches kept before the sums are applied
 PROMOTE_AFTER = 20_000  # objects a run allocated from which they go to the oldest GC generation
