@@ -55,8 +55,9 @@ def three_ways(path: Path, monkeypatch: pytest.MonkeyPatch, opts: CaptureOptions
                block_size: int | None = None) -> tuple[Result, Result, Result]:
     """(C, numpy, per-packet) results of one file."""
     c = process_file(path, opts, settings=settings, block_size=block_size)
-    with monkeypatch.context() as m:
+    with monkeypatch.context() as m:  # as if the extension were not built
         m.setattr(fastpath, "native", None)
+        m.setattr(pcapfile, "_native_index", None)
         np_ = process_file(path, opts, settings=settings, block_size=block_size)
     slow = process_file(path, opts, settings=settings, fast=False)
     for r in (c, np_):
@@ -275,11 +276,16 @@ def block_records(blocks: Iterator[pcapfile.Block]) -> list[tuple[int, bytes]]:
     return out
 
 
-@pytest.mark.parametrize("block_size", [64, 1000, 1 << 20])
-def test_read_blocks_gives_every_record_once(tmp_path: Path, block_size: int) -> None:
-    # Records larger than a block, and blocks ending inside a header or a record.
+@pytest.mark.parametrize("block_size", [64, 1000, 1 << 20, 1 << 16])
+@pytest.mark.parametrize("c_index", [True, False])
+def test_read_blocks_gives_every_record_once(tmp_path: Path, block_size: int, c_index: bool,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # Records larger than a block, and blocks ending inside a header or a record; the
+    # records indexed in C or with numpy.
+    if not c_index:
+        monkeypatch.setattr(pcapfile, "_native_index", None)
     rng = random.Random(block_size)
-    sizes = [rng.choice([0, 1, 60, 333, 1514, 5000]) for _ in range(400)]
+    sizes = [rng.choice([0, 1, 60, 333, 1514, 5000]) for _ in range(1200)]
     path = tmp_path / "a.pcap"
     path.write_bytes(pcap_bytes(sizes))
     info = pcapfile.read_info(path)

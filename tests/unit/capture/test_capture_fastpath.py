@@ -28,8 +28,9 @@ from tests.conftest import PCAPS
 @pytest.fixture(params=["c", "numpy"], autouse=True)
 def batch_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test runs with the C extension and with the numpy fallback."""
-    if request.param == "numpy":
+    if request.param == "numpy":  # as if the extension were not built
         monkeypatch.setattr(fastpath, "native", None)
+        monkeypatch.setattr(pcapfile, "_native_index", None)
     else:
         assert fastpath.native is not None, "the _fastflow extension is not built"
     return str(request.param)
