@@ -20,7 +20,7 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from skygraph.capture.decoder import DecoderConfig, decode
@@ -108,11 +108,16 @@ class Pipeline:
     # ---- packets ------------------------------------------------------------------
     def feed_block(self, block: Block, info: PcapInfo) -> None:
         """A block of pcap records (`info` says how to read them)."""
+        self.feed_blocks((block,), info)
+
+    def feed_blocks(self, blocks: Sequence[Block], info: PcapInfo) -> None:
+        """Consecutive blocks of pcap records, in one pass of the batch path."""
         if self.packets_target:
             assert self.target is not None
-            self.target.packets(list(frames_of(block, info)))
+            for block in blocks:
+                self.target.packets(list(frames_of(block, info)))
         if self._fast is not None:
-            self._fast.run_blocks((block,), info, self.emit)
+            self._fast.run_blocks(blocks, info, self.emit)
 
     def feed(self, data: bytes, ts_ns: int, wire_length: int,
              link_type: int | None = None) -> None:
