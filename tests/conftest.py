@@ -11,9 +11,10 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -121,3 +122,15 @@ def http(url: str, method: str, body: Any = None, headers: dict[str, str] | None
             return Reply(resp.status, dict(resp.headers), resp.read())
     except urllib.error.HTTPError as exc:
         return Reply(exc.code, dict(exc.headers), exc.read())
+
+
+def wait(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """`check()` until it returns something truthy (returned), else AssertionError."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")

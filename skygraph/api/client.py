@@ -16,6 +16,7 @@ import ssl
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +119,7 @@ def add_capture_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--session-id", type=int, default=1, help="ERSPAN session id (erspanv1/v2)")
     c.add_argument("--ttl", type=int, default=0, help="delete the capture after TTL ms")
     add_client_flags(c)
-    for action in ("list", "get", "delete"):
-        a = sub.add_parser(action, help=f"{action} captures")
-        if action != "list":
-            a.add_argument("ids", nargs="+", metavar="ID")
-        add_client_flags(a)
+    add_resource_actions(sub, "captures")
 
 
 def capture_spec(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,22 +141,38 @@ def _has_tid(tid: str) -> str:
     return "G.V().Has('TID', '" + tid.replace("\\", "\\\\").replace("'", "\\'") + "')"
 
 
-def run_capture(args: argparse.Namespace) -> int:
+def add_resource_actions(sub: Any, what: str) -> None:
+    """`list`, `get ID...` and `delete ID...` of a Skydive resource."""
+    for action in ("list", "get", "delete"):
+        a = sub.add_parser(action, help=f"{action} {what}")
+        if action != "list":
+            a.add_argument("ids", nargs="+", metavar="ID")
+        add_client_flags(a)
+
+
+def run_resource(args: argparse.Namespace, path: str, action: str,
+                 spec: Callable[[argparse.Namespace], dict[str, Any]]) -> int:
+    """create/list/get/delete on a Skydive resource (`/api/capture`, `/api/injectpacket`):
+    prints the JSON answer (nothing for delete)."""
     client = client_from_args(args)
     out: Any
-    if args.capture_command == "create":
-        out = client.json("POST", "/api/capture", capture_spec(args))
-    elif args.capture_command == "list":
-        out = client.json("GET", "/api/capture")
-    elif args.capture_command == "get":
-        out = {i: client.json("GET", f"/api/capture/{i}") for i in args.ids}
+    if action == "create":
+        out = client.json("POST", path, spec(args))
+    elif action == "list":
+        out = client.json("GET", path)
+    elif action == "get":
+        out = {i: client.json("GET", f"{path}/{i}") for i in args.ids}
     else:
         for ident in args.ids:
-            client.json("DELETE", f"/api/capture/{ident}")
+            client.json("DELETE", f"{path}/{ident}")
         return 0
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0
+
+
+def run_capture(args: argparse.Namespace) -> int:
+    return run_resource(args, "/api/capture", args.capture_command, capture_spec)
 
 
 def add_inject_arguments(p: argparse.ArgumentParser) -> None:
@@ -184,11 +197,7 @@ def add_inject_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--ttl", type=int, default=64)
     c.add_argument("--pcap", default="", metavar="FILE", help="replay the frames of this pcap")
     add_client_flags(c)
-    for action in ("list", "get", "delete"):
-        a = sub.add_parser(action, help=f"{action} packet injections")
-        if action != "list":
-            a.add_argument("ids", nargs="+", metavar="ID")
-        add_client_flags(a)
+    add_resource_actions(sub, "packet injections")
 
 
 def injection_spec(args: argparse.Namespace) -> dict[str, Any]:
@@ -208,21 +217,7 @@ def injection_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_inject(args: argparse.Namespace) -> int:
-    client = client_from_args(args)
-    out: Any
-    if args.inject_command == "create":
-        out = client.json("POST", "/api/injectpacket", injection_spec(args))
-    elif args.inject_command == "list":
-        out = client.json("GET", "/api/injectpacket")
-    elif args.inject_command == "get":
-        out = {i: client.json("GET", f"/api/injectpacket/{i}") for i in args.ids}
-    else:
-        for ident in args.ids:
-            client.json("DELETE", f"/api/injectpacket/{ident}")
-        return 0
-    json.dump(out, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
+    return run_resource(args, "/api/injectpacket", args.inject_command, injection_spec)
 
 
 ACCEPT = {"json": "application/json", "dot": "text/vnd.graphviz",

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from skygraph.capture.inject import Injection, InjectionError, frames, tracking_id
+from skygraph.capture.inject import Injection, InjectionError, frames
 from skygraph.capture.manager import NamespaceError, namespace_of
 from skygraph.topology.graph import Graph
 from skygraph.topology.netns import run_in
@@ -40,15 +40,15 @@ class _Running:
     sent: int = 0
 
 
-def _entry(inj: Injection, first_frame: bytes) -> dict[str, Any]:
+def _entry(inj: Injection, tracking: str) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "ID": inj.id, "Type": inj.type, "SrcIP": inj.src_ip, "DstIP": inj.dst_ip,
         "SrcMAC": inj.src_mac, "DstMAC": inj.dst_mac, "SrcPort": inj.src_port,
         "DstPort": inj.dst_port, "ICMPID": inj.icmp_id, "Count": inj.count,
         "Interval": inj.interval_ms, "State": "running", "PacketsSent": 0,
     }
-    if first_frame:
-        entry["TrackingID"] = tracking_id(first_frame)
+    if tracking:
+        entry["TrackingID"] = tracking
     return {k: v for k, v in entry.items() if v not in ("", None)}
 
 
@@ -97,8 +97,8 @@ class InjectionManager:
                 if not name:
                     raise InjectionError(f"Src: node {node_id} has no Name")
                 rng = random.Random()
-                first = next(frames(inj, rng), b"")
-                entry = _entry(inj, first)
+                # the analyzer computed it from the same frames (skygraph.api.injections)
+                entry = _entry(inj, str(data.get("TrackingID") or ""))
                 try:
                     netns = namespace_of(self.graph, self.host_node_id, node_id, self.root_path)
                 except NamespaceError as exc:

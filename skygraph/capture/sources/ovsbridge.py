@@ -16,16 +16,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import select
 import socket
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from skygraph.capture import ovsdb
 from skygraph.capture.sources.base import LOCAL_TARGET_TYPES, CaptureNode, CaptureStats, SourceContext
-from skygraph.capture.sources.pipeline import Reader
+from skygraph.capture.sources.pipeline import Reader, WakePipe
 from skygraph.topology.netns import run_in
 
 log = logging.getLogger("skygraph.capture.ovs")
@@ -147,14 +145,12 @@ class UdpReader(Reader):
         super().__init__(ctx)
         self.sock: socket.socket | None = None
         self.datagrams = 0
-        self._wake_r, self._wake_w = -1, -1
-        self._pipe_lock = threading.Lock()
+        self._wake = WakePipe()
 
     def _ready(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self.sock = sock
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self._wake.open()
 
     def _datagram(self, data: bytes, now_ms: int) -> None:
         raise NotImplementedError
@@ -173,28 +169,18 @@ class UdpReader(Reader):
 
     def _wait(self, timeout_ms: int) -> None:
         assert self.sock is not None
-        ready, _, _ = select.select([self.sock.fileno(), self._wake_r], [], [],
+        ready, _, _ = select.select([self.sock.fileno(), self._wake.fd], [], [],
                                     max(timeout_ms, 0) / 1000)
-        if self._wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._wake_r, 64):
-                    pass
+        if self._wake.fd in ready:
+            self._wake.drain()
 
     def _wakeup(self) -> None:
-        with self._pipe_lock:  # never write to a descriptor `_close` gave back
-            if self._wake_w >= 0:
-                with contextlib.suppress(OSError):
-                    os.write(self._wake_w, b"\0")
+        self._wake.wake()
 
     def _close(self) -> None:
         if self.sock is not None:
             self.sock.close()
-        with self._pipe_lock:
-            for fd in (self._wake_r, self._wake_w):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._wake_r = self._wake_w = -1
+        self._wake.close()
 
 
 class Wrapping:

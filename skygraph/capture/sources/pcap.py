@@ -20,7 +20,6 @@ import contextlib
 import os
 import select
 import struct
-import threading
 import time
 from typing import Any
 
@@ -30,7 +29,7 @@ from skygraph.capture.afpacket import NATIVE_ORDER
 from skygraph.capture.libpcap import Handle, PcapError
 from skygraph.capture.pcapfile import Block, PcapInfo
 from skygraph.capture.sources.base import CaptureNode, SourceContext, effective_filter
-from skygraph.capture.sources.pipeline import Pipeline, Reader, excluded, open_target
+from skygraph.capture.sources.pipeline import Pipeline, Reader, WakePipe, excluded, open_target
 from skygraph.topology.netns import run_in
 
 RETIRE_MS = 20  # libpcap's read timeout: how long a packet may wait in a ring block
@@ -51,13 +50,12 @@ class PcapSource(Reader):
         self._handle: Handle | None = None
         self._info: PcapInfo | None = None
         self._final: tuple[int, int, int] | None = None
-        self._wake_r, self._wake_w = -1, -1
+        self._wake = WakePipe()
         self._poll: Any = None
         self._parts: list[bytes] = []
         self._offsets: list[int] = []
         self._size = 0
         self._gone: str | None = None
-        self._pipe_lock = threading.Lock()
 
     def thread_name(self) -> str:
         return f"capture {self.spec.id[:8]} pcap {self.node.name}"
@@ -87,11 +85,10 @@ class PcapSource(Reader):
         self._info = PcapInfo(handle.link_type, self.spec.header_size, nanosecond=True,
                               byte_order=NATIVE_ORDER, header_size=0)
         self.pipeline = Pipeline(self.ctx, self.node.tid, handle.link_type, target)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
+        self._wake.open()
         self._poll = select.poll()
         self._poll.register(handle.fileno(), select.POLLIN | select.POLLERR)
-        self._poll.register(self._wake_r, select.POLLIN)
+        self._poll.register(self._wake.fd, select.POLLIN)
 
     def _collect(self, ts_ns: int, data: bytes, wire_length: int) -> None:
         sec, nsec = divmod(ts_ns, 1_000_000_000)
@@ -116,10 +113,8 @@ class PcapSource(Reader):
 
     def _wait(self, timeout_ms: int) -> None:
         for fd, _events in self._poll.poll(max(0, timeout_ms)):
-            if fd == self._wake_r:
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(self._wake_r, 64):
-                        pass
+            if fd == self._wake.fd:
+                self._wake.drain()
 
     def _ended(self) -> str | None:
         return self._gone
@@ -129,10 +124,7 @@ class PcapSource(Reader):
         self._read()
 
     def _wakeup(self) -> None:
-        with self._pipe_lock:  # never write to a descriptor `_close` gave back
-            if self._wake_w >= 0:
-                with contextlib.suppress(OSError):
-                    os.write(self._wake_w, b"\0")
+        self._wake.wake()
 
     def _close(self) -> None:
         handle = self._handle
@@ -140,12 +132,7 @@ class PcapSource(Reader):
             with contextlib.suppress(OSError):
                 self._final = handle.stats()
             handle.close()
-        with self._pipe_lock:
-            for fd in (self._wake_r, self._wake_w):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._wake_r = self._wake_w = -1
+        self._wake.close()
 
     def _counters(self) -> tuple[int, int, int] | None:
         handle = self._handle

@@ -20,19 +20,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import os
 import select
 import socket
-import subprocess
-import threading
 from typing import Any
 
-from skygraph.capture.bpf import BPFError, Program, compile_filter
 from skygraph.capture.decoder import LINKTYPE_ETHERNET
 from skygraph.capture.pcapfile import PcapError
 from skygraph.capture.pcapstream import PcapStream
 from skygraph.capture.sources.base import CaptureNode, SourceContext, Target
-from skygraph.capture.sources.pipeline import MAX_WAIT_MS, Pipeline, Reader, open_target
+from skygraph.capture.sources.pipeline import MAX_WAIT_MS, Pipeline, Reader, WakePipe, open_target
 from skygraph.capture.table import PacketFilter
 
 log = logging.getLogger("skygraph.capture.pcapsocket")
@@ -84,10 +80,8 @@ class PcapSocketSource(Reader):
         self._conn: socket.socket | None = None
         self._stream: PcapStream | None = None
         self._target: Target | None = None
-        self._programs: dict[int, Program] = {}  # link type -> compiled user BPF
         self._packets = 0
-        self._wake_r, self._wake_w = -1, -1
-        self._pipe_lock = threading.Lock()
+        self._wake = WakePipe()
 
     def thread_name(self) -> str:
         return f"capture {self.spec.id[:8]} pcapsocket {self.address}"
@@ -112,23 +106,7 @@ class PcapSocketSource(Reader):
         listener.setblocking(False)
         self._listener = listener
         self.address = format_address(listener)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-
-    def _program(self, link_type: int) -> Program | None:
-        if not self.spec.bpf_filter.strip():
-            return None
-        program = self._programs.get(link_type)
-        if program is None:
-            try:
-                program = compile_filter(self.spec.bpf_filter, link_type, self.spec.header_size)
-            except BPFError as exc:
-                raise self._fail(str(exc)) from exc
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise self._fail(f"BPF filter {self.spec.bpf_filter!r} not compiled: "
-                                 f"{exc}") from exc
-            self._programs[link_type] = program
-        return program
+        self._wake.open()
 
     def _run(self) -> None:
         try:
@@ -146,12 +124,10 @@ class PcapSocketSource(Reader):
         listener = self._listener
         assert listener is not None
         sock = self._conn if self._conn is not None else listener
-        watched = [self._wake_r, sock.fileno()]
+        watched = [self._wake.fd, sock.fileno()]
         ready, _, _ = select.select(watched, [], [], timeout_ms / 1000)
-        if self._wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._wake_r, 64):
-                    pass
+        if self._wake.fd in ready:
+            self._wake.drain()
         if self._stopping.is_set():
             return
         if sock.fileno() not in ready:
@@ -226,10 +202,7 @@ class PcapSocketSource(Reader):
                 conn.close()
 
     def _wakeup(self) -> None:
-        with self._pipe_lock:  # never write to a descriptor `_close` gave back
-            if self._wake_w >= 0:
-                with contextlib.suppress(OSError):
-                    os.write(self._wake_w, b"\0")
+        self._wake.wake()
 
     def _close(self) -> None:
         if self._target is not None:
@@ -240,12 +213,7 @@ class PcapSocketSource(Reader):
             self._target = None
         if self._listener is not None:
             self._listener.close()
-        with self._pipe_lock:
-            for fd in (self._wake_r, self._wake_w):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._wake_r = self._wake_w = -1
+        self._wake.close()
 
     def _counters(self) -> tuple[int, int, int] | None:
         return self._packets, 0, 0

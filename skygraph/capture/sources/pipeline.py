@@ -16,13 +16,17 @@ and on stop reads what is left, flushes the table and calls `_close()`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
 import struct
+import subprocess
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from skygraph.capture.bpf import BPFError, Program, compile_filter
 from skygraph.capture.decoder import DecoderConfig, decode
 from skygraph.capture.fastpath import FastPath
 from skygraph.capture.pcapfile import Block, PcapInfo
@@ -85,6 +89,40 @@ def excluded(ctx: SourceContext) -> list[tuple[str, int]]:
     """skygraph's own endpoints (analyzers) plus the capture's target."""
     target = parse_target(ctx.spec.target)
     return [*ctx.exclude, *([target] if target else [])]
+
+
+class WakePipe:
+    """A self-pipe that interrupts a reader blocked in select/poll: `wake()` from any
+    thread, `drain()` by the reader once `fd` is readable. Closed once, under a lock,
+    so a late `wake()` never writes to a descriptor number given back."""
+
+    def __init__(self) -> None:
+        self.fd = -1          # the read end, to watch
+        self._w = -1
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self.fd, self._w = os.pipe()
+        os.set_blocking(self.fd, False)
+
+    def drain(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fd, 64):
+                pass
+
+    def wake(self) -> None:
+        with self._lock:
+            if self._w >= 0:
+                with contextlib.suppress(OSError):
+                    os.write(self._w, b"\0")
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in (self.fd, self._w):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self.fd = self._w = -1
 
 
 class Pipeline:
@@ -213,6 +251,7 @@ class Reader:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._last = CaptureStats()
+        self._programs: dict[int, Program | None] = {}   # link type -> the user's BPF
 
     @property
     def id(self) -> str:
@@ -221,6 +260,23 @@ class Reader:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def _program(self, link_type: int) -> Program | None:
+        """The capture's BPF compiled for `link_type` (once per link type), for types that
+        filter in userspace; None without a filter. A bad filter fails the capture."""
+        if link_type in self._programs:
+            return self._programs[link_type]
+        program: Program | None = None
+        if self.spec.bpf_filter.strip():
+            try:
+                program = compile_filter(self.spec.bpf_filter, link_type, self.spec.header_size)
+            except BPFError as exc:
+                raise self._fail(str(exc)) from exc
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise self._fail(f"BPF filter {self.spec.bpf_filter!r} not compiled: "
+                                 f"{exc}") from exc
+        self._programs[link_type] = program
+        return program
 
     def _fail(self, reason: str) -> CaptureError:
         return self.ctx.error(reason)

@@ -23,16 +23,13 @@ import logging
 import os
 import select
 import socket
-import subprocess
-import threading
 from typing import Any
 
-from skygraph.capture.bpf import BPFError, Program, compile_filter
 from skygraph.capture.decoder import LINKTYPE_ETHERNET
 from skygraph.capture.sflow_counters import SFlowCounters
 from skygraph.capture.sflow_decode import HEADER_LINK_TYPES, decode
 from skygraph.capture.sources.base import CAPTURE_NODE_TYPES, CaptureNode, SourceContext
-from skygraph.capture.sources.pipeline import Pipeline, Reader, open_target
+from skygraph.capture.sources.pipeline import Pipeline, Reader, WakePipe, open_target
 from skygraph.topology.netns import run_in
 
 log = logging.getLogger("skygraph.capture.sflow")
@@ -73,13 +70,12 @@ class SFlowSource(Reader):
         self.last_error = ""
         self._headers = 0
         self._sock: socket.socket | None = None
-        self._programs: dict[int, Program | None] = {}
         self._dirty = False
         self._published = 0
         self._logged_errors = 0
         self._logged_at = 0
-        self._wake_r, self._wake_w = -1, -1
-        self._pipe_lock = threading.Lock()
+        self._wake = WakePipe()
+        self._unfilterable: set[int] = set()  # first layers the user's BPF cannot compile for
 
     def thread_name(self) -> str:
         return f"capture {self.spec.id[:8]} sflow {self.address}"
@@ -122,23 +118,7 @@ class SFlowSource(Reader):
         self._sock = sock
         self.address = f"{host}:{sock.getsockname()[1]}"
         self.pipeline = Pipeline(self.ctx, self.node.tid, LINKTYPE_ETHERNET, target)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-
-    def _program(self, link_type: int) -> Program | None:
-        if link_type in self._programs:
-            return self._programs[link_type]
-        program: Program | None = None
-        if self.spec.bpf_filter.strip():
-            try:
-                program = compile_filter(self.spec.bpf_filter, link_type, self.spec.header_size)
-            except BPFError as exc:
-                raise self._fail(str(exc)) from exc
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise self._fail(f"BPF filter {self.spec.bpf_filter!r} not compiled: "
-                                 f"{exc}") from exc
-        self._programs[link_type] = program
-        return program
+        self._wake.open()
 
     def _read(self) -> None:
         sock, pipe = self._sock, self.pipeline
@@ -174,11 +154,13 @@ class SFlowSource(Reader):
                 self._headers += 1
                 frame = header.header[:size]
                 wire = header.wire_length
+                if link_type in self._unfilterable:
+                    continue
                 try:
                     program = self._program(link_type)
                 except Exception as exc:  # no filter for this first layer: nothing passes
                     log.warning("capture %s: %s", self.spec.id, exc)
-                    self._programs[link_type] = None
+                    self._unfilterable.add(link_type)
                     continue
                 if program is not None and not program.matches(frame, wire):
                     continue
@@ -202,28 +184,18 @@ class SFlowSource(Reader):
 
     def _wait(self, timeout_ms: int) -> None:
         assert self._sock is not None
-        ready, _, _ = select.select([self._sock.fileno(), self._wake_r], [], [],
+        ready, _, _ = select.select([self._sock.fileno(), self._wake.fd], [], [],
                                     max(timeout_ms, 0) / 1000)
-        if self._wake_r in ready:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._wake_r, 64):
-                    pass
+        if self._wake.fd in ready:
+            self._wake.drain()
 
     def _wakeup(self) -> None:
-        with self._pipe_lock:  # never write to a descriptor `_close` gave back
-            if self._wake_w >= 0:
-                with contextlib.suppress(OSError):
-                    os.write(self._wake_w, b"\0")
+        self._wake.wake()
 
     def _close(self) -> None:
         if self._sock is not None:
             self._sock.close()
-        with self._pipe_lock:
-            for fd in (self._wake_r, self._wake_w):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._wake_r = self._wake_w = -1
+        self._wake.close()
         if self._published or self._dirty:
             self.ctx.set_metadata("SFlow", None)  # Skydive removes it with the collector
 

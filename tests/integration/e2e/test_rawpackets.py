@@ -12,8 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,8 @@ import pytest
 
 from tests.conftest import RUN_ID
 from tests.integration.api.conftest import Served
-from tests.integration.e2e.lab import Host, two_hosts
-from tests.integration.e2e.test_two_agents import active_on, gremlin, terminate, wait
+from tests.integration.e2e.lab import two_hosts
+from tests.integration.e2e.test_two_agents import active_on, agent, gremlin, wait
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -41,25 +39,6 @@ agent:
 """
 
 
-@contextmanager
-def agent(host: Host, rpc: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """An agent reporting `host` (its interface counters refreshed every second)."""
-    cfg = tmp_path / f"{host.name}.yml"
-    cfg.write_text(AGENT_CONFIG)
-    log = open(tmp_path / f"{host.name}.log", "w")  # noqa: SIM115 - closed below
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGRAPH_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "skygraph.cli", "-c", str(cfg), "agent", "--analyzer", rpc,
-         "--host-id", host.name, "--host-netns", host.netns_path, "--netns-run-path",
-         str(host.run_dir), "--no-ovs"], stdout=log, stderr=subprocess.STDOUT, text=True,
-        env=env)
-    try:
-        yield proc
-    finally:
-        terminate(proc, 30)
-        log.close()
-
-
 def download(a: Served, query: str, path: Path) -> list[str]:
     """The query's raw packets as a pcap from REST, read back by tcpdump."""
     r = a.request("POST", "/api/topology", {"GremlinQuery": query}, headers={"Accept": PCAP})
@@ -76,7 +55,7 @@ def tcpdump(path: Path) -> list[str]:
 
 def test_raw_packets_of_every_capture_as_one_pcap(analyzer_at: Any, tmp_path: Path) -> None:
     with two_hosts(f"{RUN_ID}p") as lab, analyzer_at() as a, \
-            agent(lab.a, a.rpc, tmp_path), agent(lab.b, a.rpc, tmp_path):
+            agent(lab.a, a.rpc, tmp_path, AGENT_CONFIG), agent(lab.b, a.rpc, tmp_path, AGENT_CONFIG):
         wait("both hosts' eth0", lambda: len(gremlin(a, "G.V().Has('Name', 'eth0')")) == 2)
         created = a.request("POST", "/api/capture", {
             "GremlinQuery": "G.V().Has('Name', 'eth0')", "RawPacketLimit": 5,

@@ -11,14 +11,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import RUN_ID
+from tests.conftest import RUN_ID, wait
 from tests.integration.api.conftest import Served
 from tests.integration.e2e.lab import Host, sh, two_hosts
 
@@ -34,21 +34,11 @@ agent:
 """
 
 
-def wait(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
 @contextmanager
-def agent(host: Host, rpc: str, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+def agent(host: Host, rpc: str, tmp_path: Path,
+          config: str = AGENT_CONFIG) -> Iterator[subprocess.Popen[str]]:
     cfg = tmp_path / f"{host.name}.yml"
-    cfg.write_text(AGENT_CONFIG)
+    cfg.write_text(config)
     log = open(tmp_path / f"{host.name}.log", "w")  # noqa: SIM115 - closed below
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGRAPH_")}
     proc = subprocess.Popen(

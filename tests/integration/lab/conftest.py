@@ -14,15 +14,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import RUN_ID, BoltServer, free_port, http, open_store
+from tests.conftest import RUN_ID, BoltServer, free_port, http, open_store, wait
 from tests.integration.api.conftest import analyzer_at, fresh_graph
 
 __all__ = ["analyzer_at", "fresh_graph"]
@@ -34,17 +33,6 @@ def skygraph(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[st
     env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGRAPH_")}
     return subprocess.run([sys.executable, "-m", "skygraph.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=REPO)
-
-
-def wait(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @dataclass
