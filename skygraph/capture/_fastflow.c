@@ -27,212 +27,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FASTFLOW_VERSION 4
+#define FASTFLOW_VERSION 5
 
 /* results of run(): block done, tick due, record for the exact path, ICMP echo
  * event, sums to apply (a packet counter is near its limit), queue full */
 enum { R_END = 0, R_TICK = 1, R_EXACT = 2, R_EVENT = 3, R_FLUSH = 4, R_MORE = 5 };
 #define QUEUE_MAX 4096
 
-/* ---- xxHash64 (XXH64, seed 0 for flow keys) ------------------------------- */
-static const uint64_t P1 = 0x9E3779B185EBCA87ULL, P2 = 0xC2B2AE3D27D4EB4FULL,
-                      P3 = 0x165667B19E3779F9ULL, P4 = 0x85EBCA77C2B2AE63ULL,
-                      P5 = 0x27D4EB2F165667C5ULL;
-
-static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-
-static inline uint64_t le64(const uint8_t *p)
-{
-    return (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 | (uint64_t)p[3] << 24
-         | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 | (uint64_t)p[6] << 48
-         | (uint64_t)p[7] << 56;
-}
-
-static inline uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static inline uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[3] | (uint32_t)p[2] << 8 | (uint32_t)p[1] << 16 | (uint32_t)p[0] << 24;
-}
-
-static inline uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-
-static inline uint64_t be48(const uint8_t *p)
-{
-    return (uint64_t)be16(p) << 32 | be32(p + 2);
-}
-
-static inline uint64_t xxh_round(uint64_t acc, uint64_t input)
-{
-    acc += input * P2;
-    acc = rotl64(acc, 31);
-    return acc * P1;
-}
-
-static inline uint64_t xxh_merge(uint64_t acc, uint64_t val)
-{
-    acc ^= xxh_round(0, val);
-    return acc * P1 + P4;
-}
-
-static uint64_t xxh64(const uint8_t *p, size_t len, uint64_t seed)
-{
-    const uint8_t *end = p + len;
-    uint64_t h;
-    if (len >= 32) {
-        const uint8_t *limit = end - 32;
-        uint64_t v1 = seed + P1 + P2, v2 = seed + P2, v3 = seed, v4 = seed - P1;
-        do {
-            v1 = xxh_round(v1, le64(p));
-            v2 = xxh_round(v2, le64(p + 8));
-            v3 = xxh_round(v3, le64(p + 16));
-            v4 = xxh_round(v4, le64(p + 24));
-            p += 32;
-        } while (p <= limit);
-        h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
-        h = xxh_merge(h, v1);
-        h = xxh_merge(h, v2);
-        h = xxh_merge(h, v3);
-        h = xxh_merge(h, v4);
-    } else {
-        h = seed + P5;
-    }
-    h += (uint64_t)len;
-    while (p + 8 <= end) {
-        h ^= xxh_round(0, le64(p));
-        h = rotl64(h, 27) * P1 + P4;
-        p += 8;
-    }
-    if (p + 4 <= end) {
-        h ^= (uint64_t)le32(p) * P1;
-        h = rotl64(h, 23) * P2 + P3;
-        p += 4;
-    }
-    while (p < end) {
-        h ^= (uint64_t)(*p) * P5;
-        h = rotl64(h, 11) * P1;
-        p++;
-    }
-    h ^= h >> 33;
-    h *= P2;
-    h ^= h >> 29;
-    h *= P3;
-    h ^= h >> 32;
-    return h;
-}
-
-/* ---- common-case headers ---------------------------------------------------- */
-#define VXLAN_HEADERS (14 + 20 + 8 + 8)
-
-typedef struct {
-    uint64_t src_mac, dst_mac;
-    uint32_t src_ip, dst_ip, total;
-    uint16_t sport, dport, icmp_id;
-    uint8_t proto, ttl, flags, itype, icode;
-} Hdr;
-
-/* Ethernet/IPv4/{TCP,UDP,ICMPv4} with every header inside `avail` bytes and the
- * IP length, distinct endpoints, no options, not a fragment. */
-static int parse(const uint8_t *f, int64_t avail, Hdr *h)
-{
-    if (avail < 42 || f[12] != 0x08 || f[13] != 0x00 || f[14] != 0x45)
-        return 0;
-    if (be16(f + 20) & 0x3FFF)
-        return 0;
-    uint32_t total = be16(f + 16);
-    uint8_t proto = f[23];
-    if (proto == 6) {
-        if (avail < 54)
-            return 0;
-        uint32_t doff = (uint32_t)(f[46] >> 4) * 4;
-        if (doff < 20 || avail < 34 + (int64_t)doff || total < 20 + doff)
-            return 0;
-        h->flags = f[47];
-    } else if (proto == 17 || proto == 1) {
-        if (total < 28)
-            return 0;
-        h->flags = 0;
-    } else {
-        return 0;
-    }
-    h->dst_mac = be48(f);
-    h->src_mac = be48(f + 6);
-    h->src_ip = be32(f + 26);
-    h->dst_ip = be32(f + 30);
-    if (h->src_mac == h->dst_mac || h->src_ip == h->dst_ip)
-        return 0;
-    h->total = total;
-    h->proto = proto;
-    h->ttl = f[22];
-    h->sport = be16(f + 34);
-    h->dport = be16(f + 36);
-    h->itype = f[34];
-    h->icode = f[35];
-    h->icmp_id = be16(f + 38);
-    return 1;
-}
-
-static inline uint8_t *put16(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 8);
-    p[1] = (uint8_t)v;
-    return p + 2;
-}
-
-static inline uint8_t *put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-    return p + 4;
-}
-
-static inline uint8_t *put64(uint8_t *p, uint64_t v)
-{
-    put32(p, (uint32_t)(v >> 32));
-    return put32(p + 4, (uint32_t)v);
-}
-
-static inline uint8_t *put48(uint8_t *p, uint64_t v)
-{
-    put16(p, (uint32_t)(v >> 32));
-    return put32(p + 2, (uint32_t)v);
-}
-
-/* flowkey.keys for a common-case sub-packet: the bytes hashed for the table key
- * (without the parent UUID); returns their length.  `vni` >= 0: the outer flow
- * of a VXLAN packet (VNI and destination port instead of the ports). */
-static size_t key_bytes(uint8_t *buf, const Hdr *h, int l2, int64_t vni, const uint8_t *fold)
-{
-    uint8_t *p = buf;
-    int swap = h->src_ip > h->dst_ip;
-    p = put32(p, swap ? h->dst_ip : h->src_ip);
-    p = put32(p, swap ? h->src_ip : h->dst_ip);
-    p = put64(p, 1);  /* IPv4 endpoint */
-    if (h->proto == 1) {
-        p = put32(p, (uint32_t)fold[h->itype] << 24 | (uint32_t)h->icode << 16 | h->icmp_id);
-        p = put64(p, 0);
-    } else if (vni >= 0) {
-        p = put32(p, (uint32_t)vni);
-        p = put16(p, h->dport);
-        p = put64(p, 0);
-    } else {
-        p = put16(p, swap ? h->dport : h->sport);
-        p = put16(p, swap ? h->sport : h->dport);
-        p = put64(p, h->proto == 6 ? 4 : 5);
-    }
-    if (l2) {
-        uint64_t a = h->src_mac, b = h->dst_mac;
-        p = put48(p, a < b ? a : b);
-        p = put48(p, a < b ? b : a);
-        p = put64(p, 3);  /* MAC endpoint */
-    }
-    return (size_t)(p - buf);
-}
+#include "_fastflow_wire.h"
+#include "_fastflow_ring.h"
 
 /* ---- slots and the key -> slot map ----------------------------------------- */
 #define B_DEPTH 1  /* the last packet summed was the inner flow of a VXLAN packet */
@@ -273,6 +76,7 @@ typedef struct {
     int64_t index;             /* records seen (touch order) */
     int64_t counted;           /* records summed since the last flush */
     int need_flush;
+    int dirty_failed;          /* `dirty` could not grow (no memory): raised with the GIL */
     Hot *hot;                  /* 64-byte aligned */
     Cold *cold;
     Py_ssize_t nslots, cap, used;
@@ -281,6 +85,8 @@ typedef struct {
     size_t map_cap, map_count;
     int32_t *dirty;
     Py_ssize_t ndirty, dirty_cap;
+    struct PendingEventS *events; /* TCP events met without the GIL (run) */
+    Py_ssize_t nevents, events_cap;
     Py_buffer data, offs;      /* the loaded block */
     int loaded, little, nanosecond;
     PyObject *types[T_COUNT];  /* decoder/flowkey NamedTuples built for new flows */
@@ -572,24 +378,24 @@ static int slot_uuid(Tracker *t, int32_t idx, char *out)
     return n;
 }
 
-static int mark(Tracker *t, int32_t idx)
+/* Needs no GIL: `dirty` is plain C memory; on failure `dirty_failed` is set. */
+static void mark(Tracker *t, int32_t idx)
 {
     if (t->ndirty == t->dirty_cap) {
         Py_ssize_t cap = t->dirty_cap ? t->dirty_cap * 2 : 1024;
-        int32_t *d = PyMem_Realloc(t->dirty, (size_t)cap * sizeof(int32_t));
+        int32_t *d = realloc(t->dirty, (size_t)cap * sizeof(int32_t));
         if (!d) {
-            PyErr_NoMemory();
-            return -1;
+            t->dirty_failed = 1;
+            return;
         }
         t->dirty = d;
         t->dirty_cap = cap;
     }
     t->dirty[t->ndirty++] = idx;
     t->hot[idx].bits |= B_DIRTY;
-    return 0;
 }
 
-static inline int add(Tracker *t, int32_t idx, uint64_t src, int64_t size, uint8_t flags,
+static inline void add(Tracker *t, int32_t idx, uint64_t src, int64_t size, uint8_t flags,
                       int64_t index, int64_t ms, int depth)
 {
     Hot *h = &t->hot[idx];
@@ -608,8 +414,7 @@ static inline int add(Tracker *t, int32_t idx, uint64_t src, int64_t size, uint8
     h->last_ms = ms;
     h->bits = (uint8_t)((h->bits & ~B_DEPTH) | (depth ? B_DEPTH : 0));
     if (!(h->bits & B_DIRTY))
-        return mark(t, idx);
-    return 0;
+        mark(t, idx);
 }
 
 /* ---- Tracker --------------------------------------------------------------- */
@@ -696,11 +501,14 @@ static void clear_slots(Tracker *t)
     free(t->hot);
     PyMem_Free(t->cold);
     PyMem_Free(t->map);
-    PyMem_Free(t->dirty);
+    free(t->dirty);
+    free(t->events);
     t->hot = NULL;
     t->cold = NULL;
     t->map = NULL;
     t->dirty = NULL;
+    t->events = NULL;
+    t->nevents = t->events_cap = 0;
     t->nslots = t->cap = t->ndirty = t->dirty_cap = t->used = 0;
     t->map_cap = t->map_count = 0;
     t->free_head = -1;
@@ -899,16 +707,300 @@ static void classify(const Tracker *t, const uint8_t *f, int64_t incl, Ahead *a)
     a->key = xxh64(a->kb, a->n, 0);
 }
 
-/* run(i, due_ms, room, slot=-1, mode=0): the loaded block's records from the
- * i-th on, until one needs Python.  Returns (kind, next i, queue or None, ...):
- *   END; TICK, ms (the record at i is not processed); FLUSH; MORE;
- *   EXACT, index, frame, ts, orig, fast or None (fast: the decoded common case);
- *   EVENT, state, icmp type, ts, slot (ICMP echo; the next call gives the slot's
- *   mode: 1 requests, 2 replies or 0 no more events wanted).
- * Queue items, in file order before the result: (state, tcp flags, ab, ts, ttl)
- * a TCP event; (index, frame, ts, orig, view, keys, path) a common-case record of a
- * flow not in the table (at most `room` of them; `fast` of EXACT is (view, keys,
- * path) too); (index, frame, ts, orig) any record when the tracker is exact only. */
+/* ---- run(): the loaded block, with the GIL released while no Python is needed ----
+ *
+ * run(i, due_ms, room, slot=-1, mode=0) walks the loaded block's records from the
+ * i-th on until one needs Python and returns a `Step`:
+ *   kind END (block done), TICK (`tick_ms`; the record at `pos` is not processed),
+ *   FLUSH (a packet counter is near its limit), MORE (queue full),
+ *   EXACT (`record`: a `Record` for the exact path; its `fast` is the decoded common
+ *   case or None), EVENT (`event`: an `EchoEvent`, ICMP echo while the RTT is
+ *   unknown; the next call gives the slot's mode: 1 requests, 2 replies, 0 none);
+ *   `pos`: the next record; `queue`: None or, in file order before the result,
+ *   `TcpEvent`s (SYN/FIN/RST of a flow in the table, after the record is summed),
+ *   `NewFlow`s (a common-case record creating its flow; at most `room` of them) and,
+ *   when the tracker is exact only, `Record`s.
+ *
+ * The walk runs without the GIL once it has summed a few records in a row; it
+ * takes the GIL back for whatever touches Python (a flow looked up in the table,
+ * a record or event handed over, an error).  TCP events met without the GIL wait
+ * in `Tracker.events` (slot numbers: a slot is only unbound with the GIL held, and
+ * the waiting events become queue items first). */
+#define NOGIL_AFTER 32 /* records summed in a row before the GIL is let go */
+
+typedef struct PendingEventS {  /* a TCP event met without the GIL */
+    int64_t ts;
+    int32_t slot;
+    uint8_t flags, ab, ttl;
+} PendingEvent;
+
+typedef struct {  /* one call of run() */
+    Tracker *t;
+    PyThreadState *save; /* non-NULL: the GIL is released */
+    PyObject *queue;
+    Py_ssize_t queued, room;
+    int streak;
+} Run;
+
+static PyTypeObject StepType, RecordType, NewFlowType, TcpEventType, EchoEventType, SumsType;
+
+static PyObject *record_of(PyTypeObject *type, Py_ssize_t n, ...)
+{
+    PyObject *out = PyStructSequence_New(type);
+    va_list ap;
+    va_start(ap, n);
+    int failed = out == NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = va_arg(ap, PyObject *);
+        if (!item)
+            failed = 1;
+        if (out && item)
+            PyStructSequence_SET_ITEM(out, i, item);
+        else
+            Py_XDECREF(item);
+    }
+    va_end(ap);
+    if (failed) {
+        Py_XDECREF(out);
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        return NULL;
+    }
+    return out;
+}
+
+static inline void run_gil(Run *r)
+{
+    if (r->save) {
+        PyEval_RestoreThread(r->save);
+        r->save = NULL;
+    }
+    r->streak = 0;
+}
+
+static inline void run_nogil(Run *r)
+{
+    if (!r->save && ++r->streak >= NOGIL_AFTER)
+        r->save = PyEval_SaveThread();
+}
+
+static int run_queue(Run *r, PyObject *item)
+{
+    if (queue_add(&r->queue, item) < 0)
+        return -1;
+    r->queued++;
+    return 0;
+}
+
+static PyObject *tcp_event(Tracker *t, int32_t slot, int flags, int ab, int64_t ts, int ttl)
+{
+    return record_of(&TcpEventType, 5, Py_NewRef(t->cold[slot].state), PyLong_FromLong(flags),
+                     PyBool_FromLong(ab), PyLong_FromLongLong(ts), PyLong_FromLong(ttl));
+}
+
+/* The GIL back, and the TCP events met without it into the queue (file order). */
+static int run_python(Run *r)
+{
+    run_gil(r);
+    Tracker *t = r->t;
+    for (Py_ssize_t i = 0; i < t->nevents; i++) {
+        const PendingEvent *e = &t->events[i];
+        if (run_queue(r, tcp_event(t, e->slot, e->flags, e->ab, e->ts, e->ttl)) < 0) {
+            t->nevents = 0;
+            return -1;
+        }
+    }
+    t->nevents = 0;
+    return 0;
+}
+
+static int run_event(Run *r, int32_t slot, uint8_t flags, int ab, int64_t ts, uint8_t ttl)
+{
+    Tracker *t = r->t;
+    if (!r->save)
+        return run_queue(r, tcp_event(t, slot, flags, ab, ts, ttl));
+    if (t->nevents == t->events_cap) {
+        Py_ssize_t cap = t->events_cap ? t->events_cap * 2 : 256;
+        PendingEvent *e = realloc(t->events, (size_t)cap * sizeof(PendingEvent));
+        if (!e) {
+            if (run_python(r) == 0)
+                PyErr_NoMemory();
+            return -1;
+        }
+        t->events = e;
+        t->events_cap = cap;
+    }
+    t->events[t->nevents++] = (PendingEvent){ts, slot, flags, (uint8_t)ab, ttl};
+    r->queued++;
+    return 0;
+}
+
+static PyObject *run_step(Run *r, int kind, Py_ssize_t pos, PyObject *record, PyObject *event,
+                          int64_t tick_ms)
+{
+    return record_of(&StepType, 6, PyLong_FromLong(kind), PyLong_FromSsize_t(pos),
+                     Py_NewRef(r->queue ? r->queue : Py_None),
+                     record ? record : Py_NewRef(Py_None), event ? event : Py_NewRef(Py_None),
+                     PyLong_FromLongLong(tick_ms));
+}
+
+static PyObject *exact_record(int64_t index, const uint8_t *f, int64_t incl, int64_t ts,
+                              int64_t orig, PyObject *fast)
+{
+    return record_of(&RecordType, 5, PyLong_FromLongLong(index),
+                     PyBytes_FromStringAndSize((const char *)f, incl), PyLong_FromLongLong(ts),
+                     PyLong_FromLongLong(orig), fast ? fast : Py_NewRef(Py_None));
+}
+
+/* The slot of a common-case flow: >= 0, -1 not in the table, -2 error.  A slot
+ * checked in this epoch needs no Python. */
+static int32_t run_lookup(Run *r, uint64_t key, int icmp)
+{
+    Tracker *t = r->t;
+    int32_t idx = map_find(t, key);
+    if (idx >= 0 && t->hot[idx].epoch == t->epoch)
+        return idx;
+    if (run_python(r) < 0)
+        return -2;
+    return lookup(t, key, icmp);
+}
+
+/* The record at `cur` (its header read): summed (0), or a step to return (1,
+ * `*out`; NULL on error). */
+static int run_record(Run *r, Ahead *ring, const uint8_t *data, Py_ssize_t len,
+                      const int64_t *offsets, Py_ssize_t count, Py_ssize_t cur,
+                      const uint8_t *f, int64_t incl, int64_t ts, int64_t orig,
+                      PyObject **out)
+{
+    Tracker *t = r->t;
+    const int little = t->little;
+    const int64_t ms = ts / 1000000, index = t->index++;
+    const Py_ssize_t pos = cur + 1;
+    *out = NULL;
+    if (t->exact_only) {
+        if (run_python(r) < 0 || run_queue(r, exact_record(index, f, incl, ts, orig, NULL)) < 0)
+            return 1;
+        return 0;
+    }
+    Ahead *a = &ring[cur & 3];
+    if (a->pos != cur)
+        classify(t, f, incl, a);
+    a->pos = -1;
+    /* the flows of the next records: their map bucket, then their slot */
+    if (cur + 2 < count && t->map_cap) {
+        Ahead *b = &ring[(cur + 2) & 3];
+        int64_t bat = offsets[cur + 2];
+        if (bat >= 0 && bat + 16 <= len) {
+            int64_t bincl = little ? le32(data + bat + 8) : be32(data + bat + 8);
+            if (bat + 16 + bincl <= len) {
+                classify(t, data + bat + 16, bincl, b);
+                b->pos = cur + 2;
+                if (b->common)
+                    __builtin_prefetch(&t->map[b->key & (t->map_cap - 1)]);
+            }
+        }
+    }
+    if (cur + 1 < count && t->map_cap) {
+        Ahead *b = &ring[(cur + 1) & 3];
+        if (b->pos == cur + 1 && b->common) {
+            int32_t i = t->map[b->key & (t->map_cap - 1)];
+            if (i >= 0)
+                __builtin_prefetch(&t->hot[i]);
+        }
+    }
+    const int vx = a->vx;
+    const Hdr *o = &a->o, *in = &a->in;
+    PyObject *fast = NULL;
+    int32_t oslot = -1, slot = -1;
+    if (a->common) {
+        oslot = run_lookup(r, a->key, !vx && o->proto == 1);
+        if (oslot == -2)
+            return 1;
+        if (oslot < 0 && !vx) {
+            /* a flow to create: queued while the table has room */
+            if (run_python(r) < 0)
+                return 1;
+            fast = new_flow_info(t, f, incl, o, a->kb, a->n);
+            if (!fast)
+                return 1;
+            if (r->room > 0) {
+                PyObject *item = record_of(
+                    &NewFlowType, 7, PyLong_FromLongLong(index),
+                    PyBytes_FromStringAndSize((const char *)f, incl), PyLong_FromLongLong(ts),
+                    PyLong_FromLongLong(orig), Py_NewRef(PyTuple_GET_ITEM(fast, 0)),
+                    Py_NewRef(PyTuple_GET_ITEM(fast, 1)), Py_NewRef(PyTuple_GET_ITEM(fast, 2)));
+                Py_DECREF(fast);
+                if (run_queue(r, item) < 0)
+                    return 1;
+                r->room--;
+                return 0;
+            }
+        } else if (oslot >= 0 && vx) {
+            uint8_t kb[128];
+            size_t n = key_bytes(kb, in, t->l2, -1, t->fold);
+            if (!t->hot[oslot].uuid_state && run_python(r) < 0)
+                return 1;
+            int ulen = slot_uuid(t, oslot, (char *)kb + n);
+            if (ulen < 0)
+                return 1;
+            if (ulen > 0) {
+                slot = run_lookup(r, xxh64(kb, n + (size_t)ulen, 0), in->proto == 1);
+                if (slot == -2)
+                    return 1;
+            }
+        } else {
+            slot = oslot;
+        }
+    }
+    if (slot < 0) {
+        if (run_python(r) < 0) {
+            Py_XDECREF(fast);
+            return 1;
+        }
+        *out = run_step(r, R_EXACT, pos, exact_record(index, f, incl, ts, orig, fast), NULL, 0);
+        return 1;
+    }
+    const Hdr *own = o;
+    if (vx) {
+        add(t, oslot, t->l2 ? o->src_mac : o->src_ip, orig, 0, index, ms, 0);
+        own = in;
+    }
+    uint64_t src = t->l2 ? own->src_mac : own->src_ip;
+    add(t, slot, src, vx ? orig - VXLAN_HEADERS : orig, own->flags, index, ms, vx);
+    if (t->dirty_failed) {
+        t->dirty_failed = 0;
+        if (run_python(r) == 0)
+            PyErr_NoMemory();
+        return 1;
+    }
+    t->counted++;
+    Hot *h = &t->hot[slot];
+    if (own->proto == 6 && (own->flags & 0x07)) { /* FIN, SYN, RST */
+        if (run_event(r, slot, own->flags, src == h->a_num, ts, own->ttl) < 0)
+            return 1;
+    } else if (own->proto == 1 && icmp_mode(h)) {
+        uint8_t ty = own->itype;
+        int wanted = icmp_mode(h) == 1 ? (ty == 8 || ty == 128) : (ty == 0 || ty == 129);
+        if (wanted) {
+            if (run_python(r) < 0)
+                return 1;
+            PyObject *ev = record_of(&EchoEventType, 4, Py_NewRef(t->cold[slot].state),
+                                     PyLong_FromLong(ty), PyLong_FromLongLong(ts),
+                                     PyLong_FromLong(slot));
+            *out = ev ? run_step(r, R_EVENT, pos, NULL, ev, 0) : NULL;
+            return 1;
+        }
+    }
+    if (t->need_flush) {
+        t->need_flush = 0;
+        if (run_python(r) == 0)
+            *out = run_step(r, R_FLUSH, pos, NULL, NULL, 0);
+        return 1;
+    }
+    run_nogil(r);
+    return 0;
+}
+
 static PyObject *Tracker_run(Tracker *t, PyObject *args)
 {
     Py_ssize_t pos, room;
@@ -928,172 +1020,53 @@ static PyObject *Tracker_run(Tracker *t, PyObject *args)
     const Py_ssize_t count = t->offs.len / 8;
     const int little = t->little;
     const int64_t scale = t->nanosecond ? 1 : 1000;
-    PyObject *queue = NULL, *out = NULL;
-    Py_ssize_t queued = 0;
-    uint8_t kb[128];
+    Run r = {t, NULL, NULL, 0, room, 0};
+    PyObject *out = NULL;
     Ahead ring[4];
     for (int i = 0; i < 4; i++)
         ring[i].pos = -1;
     if (pos < 0)
         pos = 0;
-    while (1) {
-        if (pos >= count) {
-            out = Py_BuildValue("(inO)", R_END, count, queue ? queue : Py_None);
-            break;
-        }
-        if (queued >= QUEUE_MAX) {
-            out = Py_BuildValue("(inO)", R_MORE, pos, queue);
+    for (;;) {
+        if (pos >= count || r.queued >= QUEUE_MAX) {
+            if (run_python(&r) == 0)
+                out = run_step(&r, pos >= count ? R_END : R_MORE, pos < count ? pos : count,
+                               NULL, NULL, 0);
             break;
         }
         int64_t at = offsets[pos];
-        if (at < 0 || at + 16 > len) {
-            PyErr_Format(PyExc_ValueError, "run: record header at %lld outside the block",
-                         (long long)at);
+        const uint8_t *rec = data + at;
+        int64_t incl = at >= 0 && at + 16 <= len
+                       ? (int64_t)(little ? le32(rec + 8) : be32(rec + 8)) : -1;
+        if (incl < 0 || at + 16 + incl > len) {
+            if (run_python(&r) == 0)
+                PyErr_Format(PyExc_ValueError, "run: record at %lld ends outside the block",
+                             (long long)at);
             break;
         }
         if (pos + 4 < count && offsets[pos + 4] >= 0 && offsets[pos + 4] < len) {
             __builtin_prefetch(data + offsets[pos + 4]);
             __builtin_prefetch(data + offsets[pos + 4] + 64);
         }
-        const uint8_t *rec = data + at;
         uint32_t sec = little ? le32(rec) : be32(rec);
         uint32_t frac = little ? le32(rec + 4) : be32(rec + 4);
-        int64_t incl = little ? le32(rec + 8) : be32(rec + 8);
         int64_t orig = little ? le32(rec + 12) : be32(rec + 12);
-        if (at + 16 + incl > len) {
-            PyErr_Format(PyExc_ValueError, "run: record at %lld ends outside the block",
-                         (long long)at);
-            break;
-        }
         int64_t ts = (int64_t)sec * 1000000000 + (int64_t)frac * scale;
-        int64_t ms = ts / 1000000;
-        if (ms >= due) {
-            out = Py_BuildValue("(inOL)", R_TICK, pos, queue ? queue : Py_None, (long long)ms);
+        if (ts / 1000000 >= due) {
+            if (run_python(&r) == 0)
+                out = run_step(&r, R_TICK, pos, NULL, NULL, ts / 1000000);
             break;
         }
-        const uint8_t *f = rec + 16;
-        const int64_t index = t->index++;
+        if (run_record(&r, ring, data, len, offsets, count, pos, rec + 16, incl, ts, orig, &out))
+            break;
         pos++;
-        if (t->exact_only) {
-            if (queue_add(&queue, Py_BuildValue("(Ly#LL)", (long long)index, (const char *)f,
-                                                (Py_ssize_t)incl, (long long)ts,
-                                                (long long)orig)) < 0)
-                break;
-            queued++;
-            continue;
-        }
-        const Py_ssize_t cur = pos - 1; /* the record at hand */
-        Ahead *a = &ring[cur & 3];
-        if (a->pos != cur)
-            classify(t, f, incl, a);
-        a->pos = -1;
-        /* the flows of the next records: their map bucket, then their slot */
-        if (cur + 2 < count && t->map_cap) {
-            Ahead *b = &ring[(cur + 2) & 3];
-            int64_t bat = offsets[cur + 2];
-            if (bat >= 0 && bat + 16 <= len) {
-                int64_t bincl = little ? le32(data + bat + 8) : be32(data + bat + 8);
-                if (bat + 16 + bincl <= len) {
-                    classify(t, data + bat + 16, bincl, b);
-                    b->pos = cur + 2;
-                    if (b->common)
-                        __builtin_prefetch(&t->map[b->key & (t->map_cap - 1)]);
-                }
-            }
-        }
-        if (cur + 1 < count && t->map_cap) {
-            Ahead *b = &ring[(cur + 1) & 3];
-            if (b->pos == cur + 1 && b->common) {
-                int32_t i = t->map[b->key & (t->map_cap - 1)];
-                if (i >= 0)
-                    __builtin_prefetch(&t->hot[i]);
-            }
-        }
-        const int common = a->common, vx = a->vx;
-        const Hdr o = a->o, in = a->in;
-        const size_t n0 = a->n;
-        PyObject *fast = NULL;
-        int32_t oslot = -1, slot = -1;
-        if (common) {
-            size_t n = n0;
-            oslot = lookup(t, a->key, !vx && o.proto == 1);
-            if (oslot == -2)
-                break;
-            if (oslot < 0 && !vx) {
-                /* a flow to create: queued while the table has room */
-                fast = new_flow_info(t, f, incl, &o, a->kb, n);
-                if (!fast)
-                    break;
-                if (room > 0) {
-                    PyObject *item = Py_BuildValue(
-                        "(Ly#LLOOO)", (long long)index, (const char *)f, (Py_ssize_t)incl,
-                        (long long)ts, (long long)orig, PyTuple_GET_ITEM(fast, 0),
-                        PyTuple_GET_ITEM(fast, 1), PyTuple_GET_ITEM(fast, 2));
-                    Py_DECREF(fast);
-                    if (queue_add(&queue, item) < 0)
-                        break;
-                    room--;
-                    queued++;
-                    continue;
-                }
-            } else if (oslot >= 0 && vx) {
-                n = key_bytes(kb, &in, t->l2, -1, t->fold);
-                int ulen = slot_uuid(t, oslot, (char *)kb + n);
-                if (ulen < 0)
-                    break;
-                if (ulen > 0) {
-                    slot = lookup(t, xxh64(kb, n + (size_t)ulen, 0), in.proto == 1);
-                    if (slot == -2)
-                        break;
-                }
-            } else {
-                slot = oslot;
-            }
-        }
-        if (slot < 0) {
-            out = Py_BuildValue("(inOLy#LLN)", R_EXACT, pos, queue ? queue : Py_None,
-                                (long long)index, (const char *)f, (Py_ssize_t)incl,
-                                (long long)ts, (long long)orig, fast ? fast : Py_NewRef(Py_None));
-            break;
-        }
-        const Hdr *own = &o;
-        if (vx) {
-            if (add(t, oslot, t->l2 ? o.src_mac : o.src_ip, orig, 0, index, ms, 0) < 0)
-                break;
-            own = &in;
-        }
-        uint64_t src = t->l2 ? own->src_mac : own->src_ip;
-        if (add(t, slot, src, vx ? orig - VXLAN_HEADERS : orig, own->flags, index, ms, vx) < 0)
-            break;
-        t->counted++;
-        Hot *h = &t->hot[slot];
-        if (own->proto == 6 && (own->flags & 0x07)) { /* FIN, SYN, RST */
-            if (queue_add(&queue, Py_BuildValue("(OiOLi)", t->cold[slot].state, own->flags,
-                                                src == h->a_num ? Py_True : Py_False,
-                                                (long long)ts, (int)own->ttl)) < 0)
-                break;
-            queued++;
-        } else if (own->proto == 1 && icmp_mode(h)) {
-            uint8_t ty = own->itype;
-            int wanted = icmp_mode(h) == 1 ? (ty == 8 || ty == 128) : (ty == 0 || ty == 129);
-            if (wanted) {
-                out = Py_BuildValue("(inOOiLi)", R_EVENT, pos, queue ? queue : Py_None,
-                                    t->cold[slot].state, (int)ty, (long long)ts, (int)slot);
-                break;
-            }
-        }
-        if (t->need_flush) {
-            t->need_flush = 0;
-            out = Py_BuildValue("(inO)", R_FLUSH, pos, queue ? queue : Py_None);
-            break;
-        }
     }
-    Py_XDECREF(queue);
+    run_gil(&r);
+    Py_XDECREF(r.queue);
     return out;
 }
 
-/* flush() -> (list of (state, ab_packets, ab_bytes, ba_packets, ba_bytes, ab_flags,
- * ba_flags, last_index, depth, last_ms), records summed) since the last flush. */
+/* flush() -> (list of `Sums`, records summed) since the last flush. */
 static PyObject *Tracker_flush(Tracker *t, PyObject *unused)
 {
     PyObject *list = PyList_New(0);
@@ -1104,11 +1077,12 @@ static PyObject *Tracker_flush(Tracker *t, PyObject *unused)
         Hot *h = &t->hot[idx];
         if (!(h->bits & B_DIRTY) || !t->cold[idx].state)
             continue;
-        PyObject *item = Py_BuildValue("(OkLkLiiLiL)", t->cold[idx].state,
-                                       (unsigned long)h->ab_pk, (long long)h->ab_by,
-                                       (unsigned long)h->ba_pk, (long long)h->ba_by,
-                                       (int)h->ab_fl, (int)h->ba_fl, (long long)h->last_idx,
-                                       (int)(h->bits & B_DEPTH), (long long)h->last_ms);
+        PyObject *item = record_of(
+            &SumsType, 10, Py_NewRef(t->cold[idx].state), PyLong_FromUnsignedLong(h->ab_pk),
+            PyLong_FromLongLong(h->ab_by), PyLong_FromUnsignedLong(h->ba_pk),
+            PyLong_FromLongLong(h->ba_by), PyLong_FromLong(h->ab_fl), PyLong_FromLong(h->ba_fl),
+            PyLong_FromLongLong(h->last_idx), PyLong_FromLong(h->bits & B_DEPTH),
+            PyLong_FromLongLong(h->last_ms));
         if (!item || PyList_Append(list, item) < 0) {
             Py_XDECREF(item);
             Py_DECREF(list);
@@ -1261,8 +1235,56 @@ static PyObject *ff_index(PyObject *self, PyObject *args)
 static PyMethodDef module_methods[] = {
     {"xxh64", ff_xxh64, METH_VARARGS, "xxh64(data, seed=0) -> int (XXH64)"},
     {"index", ff_index, METH_VARARGS, "index(data, little) -> (int64 offsets bytes, end)"},
+    {"ring_records", ff_ring_records, METH_VARARGS,
+     "ring_records(ring, bases, block_size, link_header) -> int64 offsets bytes or None:\n"
+     "the packets of the TPACKET_V3 blocks at `bases` rewritten in place as pcap records"},
     {NULL}
 };
+
+/* ---- the records that cross into Python ---------------------------------------- */
+static PyStructSequence_Field step_fields[] = {
+    {"kind", "END, TICK, EXACT, EVENT, FLUSH or MORE"},
+    {"pos", "the next record of the block"},
+    {"queue", "None or the queued TcpEvent, NewFlow and Record items, in file order"},
+    {"record", "EXACT: the Record for the exact path"},
+    {"event", "EVENT: the EchoEvent"},
+    {"tick_ms", "TICK: the packet time (ms) the tick is due at"},
+    {NULL}};
+static PyStructSequence_Field record_fields[] = {
+    {"number", "record number (touch order)"}, {"frame", "captured bytes"},
+    {"ts", "timestamp (ns)"}, {"orig", "wire length"},
+    {"fast", "None or (View, Keys, LayersPath) of a common-case frame"}, {NULL}};
+static PyStructSequence_Field new_flow_fields[] = {
+    {"number", "record number (touch order)"}, {"frame", "captured bytes"},
+    {"ts", "timestamp (ns)"}, {"orig", "wire length"}, {"view", "decoder View"},
+    {"keys", "flowkey Keys"}, {"path", "LayersPath"}, {NULL}};
+static PyStructSequence_Field tcp_event_fields[] = {
+    {"state", "FlowState"}, {"flags", "TCP flags"}, {"ab", "A to B"},
+    {"ts", "timestamp (ns)"}, {"ttl", "IP TTL"}, {NULL}};
+static PyStructSequence_Field echo_event_fields[] = {
+    {"state", "FlowState"}, {"icmp_type", "ICMP type"}, {"ts", "timestamp (ns)"},
+    {"slot", "the flow's slot (give its mode to the next run)"}, {NULL}};
+static PyStructSequence_Field sums_fields[] = {
+    {"state", "FlowState"}, {"ab_packets", ""}, {"ab_bytes", ""}, {"ba_packets", ""},
+    {"ba_bytes", ""}, {"ab_flags", "TCP flags ORed"}, {"ba_flags", "TCP flags ORed"},
+    {"last_index", "record number of the flow's last packet"},
+    {"depth", "1: that packet's inner flow (VXLAN)"}, {"last_ms", "its time (ms)"}, {NULL}};
+
+static PyStructSequence_Desc record_descs[] = {
+    {"skygraph.capture._fastflow.Step", "what run() stopped at", step_fields, 6},
+    {"skygraph.capture._fastflow.Record", "a record for the exact path", record_fields, 5},
+    {"skygraph.capture._fastflow.NewFlow", "a common-case record creating its flow",
+     new_flow_fields, 7},
+    {"skygraph.capture._fastflow.TcpEvent", "SYN/FIN/RST of a flow in the table",
+     tcp_event_fields, 5},
+    {"skygraph.capture._fastflow.EchoEvent", "ICMP echo while the RTT is unknown",
+     echo_event_fields, 4},
+    {"skygraph.capture._fastflow.Sums", "a flow's sums since the last flush", sums_fields, 10},
+};
+static PyTypeObject *record_types[] = {&StepType, &RecordType, &NewFlowType, &TcpEventType,
+                                       &EchoEventType, &SumsType};
+static const char *record_names[] = {"Step", "Record", "NewFlow", "TcpEvent", "EchoEvent",
+                                     "Sums"};
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fastflow", "The flow table's common case at C speed.", -1,
@@ -1284,6 +1306,19 @@ PyMODINIT_FUNC PyInit__fastflow(void)
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
+    for (int i = 0; i < 6; i++) {
+        if (!record_types[i]->tp_name
+            && PyStructSequence_InitType2(record_types[i], &record_descs[i]) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+        Py_INCREF(record_types[i]);
+        if (PyModule_AddObject(m, record_names[i], (PyObject *)record_types[i]) < 0) {
+            Py_DECREF(record_types[i]);
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
     Py_INCREF(&TrackerType);
     if (PyModule_AddObject(m, "Tracker", (PyObject *)&TrackerType) < 0
         || PyModule_AddIntConstant(m, "VERSION", FASTFLOW_VERSION) < 0

@@ -4,23 +4,26 @@ Owns the driving of a `FlowTable` by blocks of classic pcap records.  The
 common case -- Ethernet/IPv4/{TCP,UDP,ICMPv4} without IP options or
 fragments, optionally inside one VXLAN tunnel -- of a flow the table already
 holds only adds to counters, flags and `Last`: the C extension `_fastflow`
-walks the records, computes each packet's flow key (xxHash64, byte-exact)
-and sums those packets per flow.  What needs Python comes back here in file
-order -- queued with the next result, or as the result itself -- and takes
-the exact path of `FlowTable`: records outside the common case and those
-creating a flow (the C side builds their View and Keys), TCP SYN/FIN/RST and
-ICMP echo until the RTT is known (their state events, `tcp_flags`/`echo_rtt`),
-and the update/expire ticks, cut exactly where the per-packet path has them.
-The sums are applied before every tick, before an insertion that could make
-the LRU evict, and at the end of each `run_blocks`, leaving the LRU order the
+walks the records (without the GIL while it only sums), computes each
+packet's flow key (xxHash64, byte-exact) and sums those packets per flow.
+What needs Python comes back here in file order, as the extension's named
+records (`Step`, `Record`, `NewFlow`, `TcpEvent`, `EchoEvent`, `Sums`) --
+queued with the next result, or as the result itself -- and takes the exact
+path of `FlowTable`: records outside the common case and those creating a
+flow (the C side builds their View and Keys), TCP SYN/FIN/RST and ICMP echo
+until the RTT is known (their state events, `tcp_flags`/`echo_rtt`), and the
+update/expire ticks, cut exactly where the per-packet path has them.  The
+sums are applied before every tick, before an insertion that could make the
+LRU evict, and at the end of each `run_blocks`, leaving the LRU order the
 per-packet path would.  Results are identical to the per-packet path (the
-tests run both).  Without the extension (not built), `fastpath_np` does the
-same with numpy.
+tests run both).  Without the extension (`scripts/install.sh` always builds
+it; a stale build is not used) every record takes the per-packet path.
 """
 
 from __future__ import annotations
 
 import gc
+import struct
 from array import array
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -44,10 +47,9 @@ from skygraph.capture.table import FlowTable
 from skygraph.topology.flow import Flow, icmpv4_type
 
 if TYPE_CHECKING:
-    from skygraph.capture._fastflow import Tracker
-    from skygraph.capture.fastpath_np import NumpyBatch
+    from skygraph.capture._fastflow import EchoEvent, Record, Tracker
 
-NATIVE_VERSION = 4  # FASTFLOW_VERSION of the _fastflow.c this module drives
+NATIVE_VERSION = 5  # FASTFLOW_VERSION of the _fastflow.c this module drives
 BLOCK = 1 << 20  # bytes of pcap per block with the extension (fits in a core's cache)
 TOUCHES_MAX = 1 << 15  # exact-path touches kept before the sums are applied
 PROMOTE_AFTER = 20_000  # objects a run allocated from which they go to the oldest GC generation
@@ -68,7 +70,10 @@ def _load_native() -> ModuleType | None:
     return _fastflow if getattr(_fastflow, "VERSION", None) == NATIVE_VERSION else None
 
 
-native = _load_native()  # the extension, or None: the numpy path
+native = _load_native()  # the extension, or None: the per-packet path
+if native is not None:
+    END, TICK, EXACT, EVENT, FLUSH = native.END, native.TICK, native.EXACT, native.EVENT, native.FLUSH
+    TcpEvent, NewFlow = native.TcpEvent, native.NewFlow
 
 
 class FastPath:
@@ -78,12 +83,8 @@ class FastPath:
         self.enabled = (table.link_type == LINKTYPE_ETHERNET and table.packet_filter is None
                         and not opts.ip_defrag and not opts.raw_packet_limit)
         self._batched = 0  # packets accounted by per-flow sums rather than one by one
-        self._np: NumpyBatch | None = None
         self._tracker: Tracker | None = None
-        if native is None:
-            from skygraph.capture.fastpath_np import NumpyBatch
-            self._np = NumpyBatch(table, self.enabled)
-        else:
+        if native is not None:
             self._tracker = native.Tracker(table.get, opts.l2_mode, not opts.reassemble_tcp,
                                            not self.enabled, opts.mpls_udp_port,
                                            sorted(UDP_PORT_NEXT), ICMP_FOLD, TYPES, STRINGS)
@@ -93,17 +94,17 @@ class FastPath:
 
     @property
     def native(self) -> bool:
-        """Whether the C extension runs the common case (else numpy)."""
+        """Whether the C extension runs the common case (else the per-packet path)."""
         return self._tracker is not None
 
     @property
     def batched(self) -> int:
         """Packets accounted by per-flow sums rather than one by one."""
-        return self._np.batched if self._np is not None else self._batched
+        return self._batched
 
     def block_size(self) -> int:
         """Bytes of pcap per block."""
-        return self._np.block_size() if self._np is not None else BLOCK
+        return BLOCK
 
     # ---- driving ------------------------------------------------------------
     def run_blocks(self, blocks: Iterable[Block], info: PcapInfo,
@@ -117,8 +118,8 @@ class FastPath:
         enabled = gc.isenabled()
         gc.disable()
         try:
-            if self._np is not None:
-                self._np.run_blocks(blocks, info, collect)
+            if self._tracker is None:
+                self._run_per_packet(blocks, info, collect)
             else:
                 try:
                     self._run_blocks(blocks, info, collect)
@@ -130,6 +131,23 @@ class FastPath:
                     gc.freeze()
                     gc.unfreeze()
                 gc.enable()
+
+    def _run_per_packet(self, blocks: Iterable[Block], info: PcapInfo,
+                        collect: Callable[[list[Flow]], None]) -> None:
+        """Without the extension: every record through `FlowTable.feed`, ticking on
+        packet time before it, as offline."""
+        table = self.table
+        rec = struct.Struct(info.byte_order + "IIII")
+        scale = 1 if info.nanosecond else 1000
+        for block in blocks:
+            data = block.data
+            for off in block.offsets:
+                sec, frac, incl, orig = rec.unpack_from(data, off)
+                ts = sec * 1_000_000_000 + frac * scale
+                sent = table.tick(ts // 1_000_000)
+                if sent:
+                    collect(sent)
+                table.feed(bytes(data[off + 16:off + 16 + incl]), ts, orig)
 
     def _run_blocks(self, blocks: Iterable[Block], info: PcapInfo,
                     collect: Callable[[list[Flow]], None]) -> None:
@@ -150,60 +168,79 @@ class FastPath:
     def _run(self, tracker: Tracker, collect: Callable[[list[Flow]], None]) -> None:
         """The loaded block, handing what needs Python to the table in file order."""
         table = self.table
-        opts = table.opts
-        feed, feed_view = table.feed, table.feed_view
-        run = tracker.run
-        touches = self._touches
         crowded = table.settings.max_entries - MAX_LAYERS
-        END, TICK, EXACT, EVENT = native.END, native.TICK, native.EXACT, native.EVENT  # type: ignore[union-attr]
         due = table.next_due()
-        due_ms = -1 if due is None else due
-        pos, slot, mode = 0, -1, 0
+        step = tracker.run(0, -1 if due is None else due, max(crowded - len(table), 0))
         while True:
-            r = run(pos, due_ms, max(crowded - len(table), 0), slot, mode)
-            kind, pos, queue = r[0], r[1], r[2]
-            slot = -1
-            if queue is not None:
-                for item in queue:
-                    if len(item) == 5:  # a TCP SYN/FIN/RST of a flow in the table
-                        tcp_flags(item[0], item[1], item[2], item[3], item[4], opts)
-                    elif len(item) == 4:  # exact only
-                        feed(item[1], item[2], item[3])
-                    else:  # a common-case record creating its flow
-                        st = feed_view(item[4], item[6], item[3], item[2], item[1], item[5])
-                        touches[id(st)] = ((item[0], 0), st)
-            if len(touches) > TOUCHES_MAX:
+            if step.queue is not None:
+                self._queued(step.queue)
+            if len(self._touches) > TOUCHES_MAX:
                 self._flush()  # bounded memory: the sums may be applied at any time
+            kind, slot, mode = step.kind, -1, 0
             if kind == END:
                 return
-            if kind == EVENT:  # ICMP echo while the RTT is unknown
-                st = r[3]
-                echo_rtt(st, r[4], r[5])
-                slot = r[6]
-                mode = 0 if st.flow.metric.rtt else 2 if st.rtt_start else 1
+            if kind == EVENT:
+                assert step.event is not None
+                slot, mode = self._echo(step.event)
             elif kind == EXACT:
-                _, _, _, index, frame, ts, orig, fast = r
-                if len(table) > crowded:
-                    self._flush()  # the LRU may evict: its order must be exact
-                dropped = table.dropped
-                if fast is None:
-                    states = feed(frame, ts, orig)
-                else:
-                    states = [feed_view(fast[0], fast[2], orig, ts, frame, fast[1])]
-                for depth, s in enumerate(states):
-                    touches[id(s)] = ((index, depth), s)
-                    tracker.stale(s.key)
-                if table.dropped != dropped:
-                    tracker.invalidate()
+                assert step.record is not None
+                self._exact(tracker, step.record, crowded)
             elif kind == TICK:
+                self._tick(tracker, step.tick_ms, collect)
+            elif kind == FLUSH:
                 self._flush()
-                collect(table.tick(r[3]))
-                tracker.invalidate()
-                self._sweep()
-                due = table.next_due()
-                due_ms = -1 if due is None else due
-            elif kind != native.MORE:  # type: ignore[union-attr]
-                self._flush()  # FLUSH: a packet counter is near its limit
+            due = table.next_due()
+            step = tracker.run(step.pos, -1 if due is None else due,
+                               max(crowded - len(table), 0), slot, mode)
+
+    def _queued(self, queue: list[Any]) -> None:
+        """What the extension queued before its result, in file order."""
+        table = self.table
+        opts, feed, feed_view = table.opts, table.feed, table.feed_view
+        touches = self._touches
+        for item in queue:
+            kind = type(item)
+            if kind is TcpEvent:
+                tcp_flags(item.state, item.flags, item.ab, item.ts, item.ttl, opts)
+            elif kind is NewFlow:
+                st = feed_view(item.view, item.path, item.orig, item.ts, item.frame, item.keys)
+                touches[id(st)] = ((item.number, 0), st)
+            else:  # a Record: the tracker is exact only
+                feed(item.frame, item.ts, item.orig)
+
+    @staticmethod
+    def _echo(event: EchoEvent) -> tuple[int, int]:
+        """An ICMP echo while the RTT is unknown: the slot's next mode (1 requests,
+        2 replies, 0 no more events)."""
+        st = event.state
+        echo_rtt(st, event.icmp_type, event.ts)
+        return event.slot, 0 if st.flow.metric.rtt else 2 if st.rtt_start else 1
+
+    def _exact(self, tracker: Tracker, record: Record, crowded: int) -> None:
+        """A record outside the common case (or of a flow to create when the table is
+        full): the per-packet path."""
+        table = self.table
+        if len(table) > crowded:
+            self._flush()  # the LRU may evict: its order must be exact
+        dropped = table.dropped
+        fast = record.fast
+        if fast is None:
+            states = table.feed(record.frame, record.ts, record.orig)
+        else:
+            states = [table.feed_view(fast[0], fast[2], record.orig, record.ts, record.frame,
+                                      fast[1])]
+        touches = self._touches
+        for depth, s in enumerate(states):
+            touches[id(s)] = ((record.number, depth), s)
+            tracker.stale(s.key)
+        if table.dropped != dropped:
+            tracker.invalidate()
+
+    def _tick(self, tracker: Tracker, now_ms: int, collect: Callable[[list[Flow]], None]) -> None:
+        self._flush()
+        collect(self.table.tick(now_ms))
+        tracker.invalidate()
+        self._sweep()
 
     def _sweep(self) -> None:
         """Forget cached flows that left the table, once they are many."""

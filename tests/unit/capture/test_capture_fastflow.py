@@ -1,6 +1,6 @@
 """The C extension of the batch path (`_fastflow`): byte-exact flow keys, the same flows
-as the per-packet path and the numpy fallback on the benchmark's traffic and on the
-cases it hands back to Python, block reading."""
+as the per-packet path and the fallback without it (blocks of records fed one by one) on
+the benchmark's traffic and on the cases it hands back to Python, block reading."""
 
 from __future__ import annotations
 
@@ -53,16 +53,16 @@ def flows_json(result: Result) -> list[object]:
 def three_ways(path: Path, monkeypatch: pytest.MonkeyPatch, opts: CaptureOptions,
                settings: TableSettings | None = None,
                block_size: int | None = None) -> tuple[Result, Result, Result]:
-    """(C, numpy, per-packet) results of one file."""
+    """(C, without the extension, per-packet) results of one file."""
     c = process_file(path, opts, settings=settings, block_size=block_size)
     with monkeypatch.context() as m:  # as if the extension were not built
         m.setattr(fastpath, "native", None)
         m.setattr(pcapfile, "_native_index", None)
-        np_ = process_file(path, opts, settings=settings, block_size=block_size)
+        fallback = process_file(path, opts, settings=settings, block_size=block_size)
     slow = process_file(path, opts, settings=settings, fast=False)
-    for r in (c, np_):
+    for r in (c, fallback):
         assert (r.packets, r.dropped) == (slow.packets, slow.dropped)
-    return c, np_, slow
+    return c, fallback, slow
 
 
 def test_the_extension_is_built() -> None:
@@ -86,10 +86,10 @@ def test_xxh64_is_xxhash() -> None:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in PCAPS.glob("*.pcap")))
 @pytest.mark.parametrize("mode", ["L2", "L3"])
-def test_shared_pcaps_c_numpy_and_per_packet(name: str, mode: str,
+def test_shared_pcaps_c_fallback_and_per_packet(name: str, mode: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    c, np_, slow = three_ways(PCAPS / name, monkeypatch, CaptureOptions(layer_key_mode=mode))
-    assert flows_json(c) == flows_json(np_) == flows_json(slow)
+    c, fallback, slow = three_ways(PCAPS / name, monkeypatch, CaptureOptions(layer_key_mode=mode))
+    assert flows_json(c) == flows_json(fallback) == flows_json(slow)
 
 
 @pytest.mark.parametrize("mode", ["L2", "L3"])
@@ -98,9 +98,9 @@ def test_benchmark_traffic_same_flows(tmp_path: Path, mode: str,
     # benchmarks/flowtable.py's generator: TCP sessions, UDP, ICMP echo, 10 % VXLAN
     path = tmp_path / "bench.pcap"
     benchmark_module().generate(path, 24_000, 400)
-    c, np_, slow = three_ways(path, monkeypatch, CaptureOptions(layer_key_mode=mode),
+    c, fallback, slow = three_ways(path, monkeypatch, CaptureOptions(layer_key_mode=mode),
                               block_size=64 << 10)
-    assert flows_json(c) == flows_json(np_) == flows_json(slow)
+    assert flows_json(c) == flows_json(fallback) == flows_json(slow)
     # 400 conversations plus the VXLAN outer flows; almost every packet summed in C
     vxlan = [f for f in c.flows if f.layers_path == "Ethernet/IPv4/UDP/VXLAN"]
     assert len(c.flows) == 400 + len(vxlan) and vxlan
@@ -133,8 +133,8 @@ def test_echo_request_on_the_exact_path_then_replies_in_batch(
                reply.copy(), *filler[45:]]
     path = tmp_path / "echo.pcap"
     wrpcap(str(path), _at(packets))
-    c, np_, slow = three_ways(path, monkeypatch, CaptureOptions(), block_size=1024)
-    assert flows_json(c) == flows_json(np_) == flows_json(slow)
+    c, fallback, slow = three_ways(path, monkeypatch, CaptureOptions(), block_size=1024)
+    assert flows_json(c) == flows_json(fallback) == flows_json(slow)
     (flow,) = [f for f in c.flows if f.icmp is not None]
     assert flow.metric.rtt == 26_000_000
 
@@ -156,9 +156,9 @@ def test_mpls_over_udp_on_the_vxlan_port_is_not_vxlan(
     path = tmp_path / "mpls.pcap"
     wrpcap(str(path), _at(vxlan_traffic(30)))
     for port in (4789, 6635):
-        c, np_, slow = three_ways(path, monkeypatch, CaptureOptions(mpls_udp_port=port),
+        c, fallback, slow = three_ways(path, monkeypatch, CaptureOptions(mpls_udp_port=port),
                                   block_size=1024)
-        assert flows_json(c) == flows_json(np_) == flows_json(slow)
+        assert flows_json(c) == flows_json(fallback) == flows_json(slow)
         paths = {f.layers_path for f in c.flows}
         assert ("Ethernet/IPv4/UDP/VXLAN" in paths) == (port != 4789)
 
@@ -177,10 +177,10 @@ def test_lru_eviction_with_vxlan_and_ticks(tmp_path: Path,
     path = tmp_path / "lru.pcap"
     wrpcap(str(path), _at(packets, gap=0.7))
     settings = TableSettings(max_entries=24, update=10, expire=30)
-    c, np_, slow = three_ways(path, monkeypatch, CaptureOptions(), settings=settings,
+    c, fallback, slow = three_ways(path, monkeypatch, CaptureOptions(), settings=settings,
                               block_size=2048)
     assert c.dropped > 0
-    assert flows_json(c) == flows_json(np_) == flows_json(slow)
+    assert flows_json(c) == flows_json(fallback) == flows_json(slow)
 
 
 def records(path: Path) -> list[tuple[int, bytes, int]]:
@@ -335,9 +335,9 @@ def test_random_mixes_tables_and_blocks(tmp_path: Path, seed: int,
     settings = TableSettings(max_entries=rng.choice([5, 17, 500_000]), update=3, expire=7)
     opts = CaptureOptions(layer_key_mode=rng.choice(["L2", "L3"]),
                           extra_tcp_metric=rng.random() < 0.5)
-    c, np_, slow = three_ways(path, monkeypatch, opts, settings=settings,
+    c, fallback, slow = three_ways(path, monkeypatch, opts, settings=settings,
                               block_size=rng.choice([512, 4096, 1 << 20]))
-    assert flows_json(c) == flows_json(np_) == flows_json(slow)
+    assert flows_json(c) == flows_json(fallback) == flows_json(slow)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -367,6 +367,6 @@ def test_mangled_frames_same_flows(tmp_path: Path, seed: int,
     path = tmp_path / "mangled.pcap"
     path.write_bytes(b"".join(out))
     settings = TableSettings(max_entries=rng.choice([3, 30, 1000]), update=1, expire=2)
-    c, np_, slow = three_ways(path, monkeypatch, CaptureOptions(), settings=settings,
+    c, fallback, slow = three_ways(path, monkeypatch, CaptureOptions(), settings=settings,
                               block_size=rng.choice([128, 2048]))
-    assert flows_json(c) == flows_json(np_) == flows_json(slow)
+    assert flows_json(c) == flows_json(fallback) == flows_json(slow)
