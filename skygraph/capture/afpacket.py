@@ -35,7 +35,7 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -271,6 +271,24 @@ def pcap_info(link_type: int, snaplen: int) -> PcapInfo:
     return PcapInfo(link_type, snaplen, nanosecond=True, byte_order=NATIVE_ORDER, header_size=0)
 
 
+@dataclass(slots=True)
+class Taken:
+    """Ready ring blocks as pcap blocks: `bases` are the ring blocks they still
+    read from (given back with `Ring.give_back`)."""
+
+    blocks: list[Block]
+    count: int  # packets
+    bases: list[int]
+
+
+def _load_ring_records() -> Callable[[Any, list[int], int, bool], bytes | None] | None:
+    from skygraph.capture import fastpath
+    return fastpath.native.ring_records if fastpath.native is not None else None
+
+
+_ring_records = _load_ring_records()  # the in-place block reader, when the extension is built
+
+
 # ---- namespace entry -------------------------------------------------------------
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -340,6 +358,41 @@ class Ring:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def take(self, limit: int) -> Taken:
+        """The ready blocks from the current one on (at most `limit`), as one pcap
+        block: read in place in the ring when the extension is built (the blocks
+        stay the reader's until `give_back`), else copied out and handed back at once."""
+        mm, size = self.mm, self.geometry.block_size
+        bases: list[int] = []
+        current = self._current
+        for _ in range(min(limit, self.geometry.block_nr)):
+            base = current * size
+            if not _U32.unpack_from(mm, base + _STATUS_AT)[0] & TP_STATUS_USER:
+                break
+            bases.append(base)
+            current = (current + 1) % self.geometry.block_nr
+        self._current = current
+        if not bases:
+            return Taken([], 0, [])
+        records = _ring_records(mm, bases, size, self.link_header) if _ring_records else None
+        if records is not None:
+            offsets = memoryview(records).cast("q")
+            return Taken([Block(mm, offsets)] if len(offsets) else [], len(offsets), bases)
+        blocks, count = [], 0
+        for base in bases:  # without the extension, or a block it cannot read in place
+            batch = parse_block(mm, base, self.link_header)
+            _U32.pack_into(mm, base + _STATUS_AT, TP_STATUS_KERNEL)
+            if batch.count:
+                blocks.append(batch.block)
+                count += batch.count
+        return Taken(blocks, count, [])
+
+    def give_back(self, taken: Taken) -> None:
+        """Hand the blocks of `taken` back to the kernel (their records are gone)."""
+        for base in taken.bases:
+            _U32.pack_into(self.mm, base + _STATUS_AT, TP_STATUS_KERNEL)
+        taken.bases.clear()
 
     def next_batch(self) -> Batch | None:
         """The next block the kernel handed over (released once copied), or None."""

@@ -111,15 +111,12 @@ class AfpacketSource(Reader):
         its sums to every touched flow) is then paid once, not once per block."""
         ring = self._ring
         assert ring is not None and self.pipeline is not None
-        blocks = []
-        for _ in range(self._geometry.block_nr):
-            batch = ring.next_batch()
-            if batch is None:
-                break
-            if batch.count:
-                blocks.append(batch.block)
-        if blocks:
-            self.pipeline.feed_blocks(blocks, self._info)
+        taken = ring.take(self._geometry.block_nr)
+        try:
+            if taken.blocks:
+                self.pipeline.feed_blocks(taken.blocks, self._info)
+        finally:
+            ring.give_back(taken)
 
     def _wait(self, timeout_ms: int) -> None:
         assert self._ring is not None
