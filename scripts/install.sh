@@ -38,7 +38,11 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 stamp=.venv/.skygraph-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ skygraph/capture/_fastflow.c -nt "$stamp" ]; then
+stale=
+for f in pyproject.toml skygraph/capture/_fastflow.c skygraph/capture/_fastflow_*.h; do
+  [ "$f" -nt "$stamp" ] && stale=1
+done
+if [ ! -f "$stamp" ] || [ -n "$stale" ]; then
   log=.venv/pip-install.log
   # a new file for the C extension: processes that loaded the old one keep it
   rm -f skygraph/capture/_fastflow.*.so
