@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from skygraph.capture.fanout import program as fanout_program
 from skygraph.capture.pcapfile import Block, PcapInfo
 from skygraph.topology.netns import run_in
 
@@ -53,6 +54,11 @@ TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
 ETH_P_8021Q = 0x8100
 SO_ATTACH_FILTER = 26
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_CBPF = 6
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000  # the kernel picks a group id no one else uses
+NEW_GROUP = 0  # `Ring.open(fanout=NEW_GROUP)`: start a fanout group
 
 TP_STATUS_KERNEL = 0x0
 TP_STATUS_USER = 0x1
@@ -297,7 +303,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 @dataclass(frozen=True, slots=True)
 class RingGeometry:
     block_size: int = 1 << 20
-    block_nr: int = 16
+    block_nr: int = 32  # agent.capture.ring_blocks
     frame_size: int = 2048  # only used for tp_frame_nr: V3 frames are variable
     retire_ms: int = 20
 
@@ -321,9 +327,10 @@ class Ring:
     one reader thread; `stats` and `wakeup` may be called from any thread."""
 
     def __init__(self, sock: socket.socket, mm: mmap.mmap, geometry: RingGeometry,
-                 link_header: bool) -> None:
+                 link_header: bool, fanout_group: int | None = None) -> None:
         self.sock = sock
         self.mm = mm
+        self.fanout_group = fanout_group  # the PACKET_FANOUT group it is in (None: alone)
         self.geometry = geometry
         self.link_header = link_header
         self.socket_error = 0  # last SO_ERROR seen (ENETDOWN: interface went down)
@@ -340,17 +347,22 @@ class Ring:
 
     @classmethod
     def open(cls, netns: str | None, ifindex: int, program: bytes,
-             geometry: RingGeometry | None = None, link_header: bool = True) -> Ring:
+             geometry: RingGeometry | None = None, link_header: bool = True,
+             fanout: int | None = None) -> Ring:
         """Open a ring on interface `ifindex` of namespace `netns` (None: ours), with
-        the classic BPF `program` (packed `struct sock_filter`s) attached."""
+        the classic BPF `program` (packed `struct sock_filter`s) attached.
+
+        `fanout`: share the interface's packets with other rings (PACKET_FANOUT, the
+        `capture.fanout` hash choosing the ring of each packet): `NEW_GROUP` starts a
+        group (its id is then `fanout_group`), a group id joins that group."""
         geo = geometry or RingGeometry()
         sock = run_in(netns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
         try:
-            mm = _setup(sock, ifindex, program, geo)
+            mm, group = _setup(sock, ifindex, program, geo, fanout)
         except BaseException:
             sock.close()
             raise
-        return cls(sock, mm, geo, link_header)
+        return cls(sock, mm, geo, link_header, group)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -463,12 +475,19 @@ class Ring:
             os.close(self._wake_w)
 
 
-def _setup(sock: socket.socket, ifindex: int, program: bytes, geo: RingGeometry) -> mmap.mmap:
+# `ret #0`: a socket bound to join a fanout group takes no packet of its own meanwhile.
+DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+
+
+def _setup(sock: socket.socket, ifindex: int, program: bytes, geo: RingGeometry,
+           fanout: int | None = None) -> tuple[mmap.mmap, int | None]:
     step = "PACKET_VERSION"
     try:
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
         step = "SO_ATTACH_FILTER"
-        attach_filter(sock, program)
+        # A fanout member must be bound before it joins; until it has joined, every
+        # packet would come to it besides its group: it filters them all out meanwhile.
+        attach_filter(sock, program if fanout is None else DROP_ALL)
         step = "PACKET_RX_RING"
         req = TPACKET_REQ3.pack(
             tp_block_size=geo.block_size, tp_block_nr=geo.block_nr, tp_frame_size=geo.frame_size,
@@ -489,7 +508,30 @@ def _setup(sock: socket.socket, ifindex: int, program: bytes, geo: RingGeometry)
         mm.close()
         raise RingError(exc.errno, f"{step} to interface index {ifindex}: "
                                    f"{exc.strerror or exc}") from exc
-    return mm
+    if fanout is None:
+        return mm, None
+    try:
+        step = "PACKET_FANOUT"
+        group = join_fanout(sock, fanout)
+        step = "SO_ATTACH_FILTER"
+        attach_filter(sock, program)
+        sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, TPACKET_STATS_V3.size)  # reset
+    except OSError as exc:
+        mm.close()
+        raise RingError(exc.errno, f"{step}: {exc.strerror or exc}") from exc
+    return mm, group
+
+
+def join_fanout(sock: socket.socket, group: int) -> int:
+    """Join fanout group `group` (`NEW_GROUP`: a new one, with the fanout hash as its
+    program); return its id."""
+    if group == NEW_GROUP:
+        flags = PACKET_FANOUT_CBPF | PACKET_FANOUT_FLAG_UNIQUEID
+        sock.setsockopt(SOL_PACKET, PACKET_FANOUT, flags << 16)
+        _set_program(sock, SOL_PACKET, PACKET_FANOUT_DATA, fanout_program().pack())
+        return int(sock.getsockopt(SOL_PACKET, PACKET_FANOUT)) & 0xFFFF
+    sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group & 0xFFFF) | PACKET_FANOUT_CBPF << 16)
+    return group
 
 
 def discard_ready(mm: mmap.mmap, geo: RingGeometry) -> int:
@@ -506,12 +548,17 @@ def discard_ready(mm: mmap.mmap, geo: RingGeometry) -> int:
 
 def attach_filter(sock: socket.socket, program: bytes) -> None:
     """SO_ATTACH_FILTER with packed `struct sock_filter`s (8 bytes each)."""
+    _set_program(sock, socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+
+
+def _set_program(sock: socket.socket, level: int, option: int, program: bytes) -> None:
+    """A socket option taking a `struct sock_fprog` of packed classic-BPF instructions."""
     count = len(program) // 8
     if count == 0 or len(program) % 8:
         raise ValueError("a BPF program is a non-empty array of 8-byte instructions")
     buf = ctypes.create_string_buffer(program, len(program))
     fprog = SOCK_FPROG.pack(count, ctypes.addressof(buf))
-    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    sock.setsockopt(level, option, fprog)
 
 
 def _bind(sock: socket.socket, ifindex: int) -> None:

@@ -7,6 +7,7 @@ Owns the file formats only; errors name the file and the byte offset.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -142,7 +143,7 @@ def write(out: BinaryIO, link_type: int, frames: Iterable[Frame],
 class Block:
     """A run of whole classic-pcap records: `data` holds them, `offsets` their headers."""
 
-    data: bytes
+    data: bytes | mmap.mmap  # or the mapped ring the records lie in (capture.afpacket)
     offsets: Any  # int64 sequence (numpy array or memoryview)
 
 

@@ -6,24 +6,37 @@ Owns what afpacket asks of a node before it starts (SPEC §1b: up, `Name`,
 excluded; on loopback only inbound packets, as libpcap keeps one copy), and
 the reader: ring blocks fed to the pipeline in batches (`fastpath`), kernel
 counters from `PACKET_STATISTICS`.  The ring itself is `capture.afpacket`.
+
+A capture may run on several readers (`Workers`, else `agent.capture.workers`):
+one ring and thread each, in one PACKET_FANOUT group whose hash
+(`capture.fanout`) gives all the packets of a flow -- both directions, and a
+tunnel's inner flows with their outer one -- to the same reader, so each
+reader's flow table is a shard holding whole flows (`flow.max_entries` split
+between them) and their flows go to the sink as they are, no merge needed.
+The first reader starts the group and owns the others (its peers): it starts,
+stops and counts for all.  A capture with a target keeps one reader (one
+exporter and its sequence numbers).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
 import time
 from typing import Any
 
-from skygraph.capture.afpacket import Ring, RingError, RingGeometry, pcap_info
+from skygraph.capture.afpacket import NEW_GROUP, Ring, RingError, RingGeometry, pcap_info
 from skygraph.capture.bpf import BPFError, compile_filter
 from skygraph.capture.decoder import LINKTYPE_ETHERNET
 from skygraph.capture.sources.base import (
     CaptureError,
     CaptureNode,
+    CaptureStats,
     SourceContext,
     effective_filter,
+    effective_workers,
     link_type_for,
 )
 from skygraph.capture.sources.pipeline import Pipeline, Reader, excluded, open_target
@@ -56,8 +69,19 @@ class AfpacketSource(Reader):
 
     kind = "afpacket"
 
-    def __init__(self, ctx: SourceContext, geometry: RingGeometry | None = None) -> None:
+    def __init__(self, ctx: SourceContext, geometry: RingGeometry | None = None,
+                 shard: int = 0, group: int | None = None) -> None:
+        # shard > 0: a peer of the first reader, joining its fanout group `group`
+        self.shard = shard
+        self.workers = readers(ctx) if shard == 0 else 1
+        if self.workers > 1:  # each reader's table holds its share of the flows
+            per = -(-ctx.settings.max_entries // self.workers)
+            ctx = dataclasses.replace(
+                ctx, settings=dataclasses.replace(ctx.settings, max_entries=per))
+        self._error: str | None = None
         super().__init__(ctx)
+        self._group = group
+        self._peers: list[AfpacketSource] = []
         if self.spec.type not in RING_TYPES:
             raise ctx.error(f"capture type {self.spec.type!r} is not served by the afpacket ring")
         self.node = CaptureNode.from_metadata(ctx.node_id, ctx.metadata, ctx.netns, self.kind)
@@ -67,12 +91,56 @@ class AfpacketSource(Reader):
         self.bpf = effective_filter(self.spec.bpf_filter, self.exclude,
                                     inbound_only=self.node.encap_type == "loopback")
         geo = geometry or ctx.extra.get("geometry")
-        self._geometry = geo if isinstance(geo, RingGeometry) else RingGeometry()
+        self._geometry = (geo if isinstance(geo, RingGeometry)
+                          else RingGeometry(block_nr=ctx.agent.ring_blocks))
         self._info = pcap_info(self.link_type, self.spec.header_size)
         self._ring: Ring | None = None
 
     def thread_name(self) -> str:
-        return f"capture {self.spec.id[:8]} {self.node.name}"
+        worker = f" #{self.shard}" if self.workers > 1 or self.shard else ""
+        return f"capture {self.spec.id[:8]} {self.node.name}{worker}"
+
+    # ---- several readers -------------------------------------------------------------
+    @property
+    def error(self) -> str | None:
+        return self._error or next((p.error for p in self._peers if p.error), None)
+
+    @error.setter
+    def error(self, value: str | None) -> None:
+        self._error = value
+
+    @property
+    def running(self) -> bool:
+        return super().running and all(p.running for p in self._peers)
+
+    def start(self) -> None:
+        super().start()
+        if self.workers == 1:
+            return
+        assert self._ring is not None
+        try:
+            for shard in range(1, self.workers):
+                peer = AfpacketSource(self.ctx, self._geometry, shard, self._ring.fanout_group)
+                self._peers.append(peer)
+                peer.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for peer in self._peers:  # all readers stop at once: their final reads overlap
+            peer._stopping.set()
+            peer._wakeup()
+        super().stop(timeout)
+        for peer in self._peers:
+            peer.stop(timeout)
+
+    def stats(self) -> CaptureStats:
+        own = super().stats()
+        if not self._peers:
+            return own
+        total = [dataclasses.astuple(own), *(dataclasses.astuple(p.stats()) for p in self._peers)]
+        return CaptureStats(*(sum(column) for column in zip(*total, strict=True)))
 
     # ---- Reader ----------------------------------------------------------------
     def _open(self) -> None:
@@ -90,8 +158,10 @@ class AfpacketSource(Reader):
         target = open_target(self.ctx, self.node, self.link_type)
         try:
             ifindex = run_in(netns, lambda: interface_index(self.node))
+            fanout = self._group if self.shard else NEW_GROUP if self.workers > 1 else None
             self._ring = Ring.open(netns, ifindex, program.pack(), self._geometry,
-                                   link_header=self.link_type == LINKTYPE_ETHERNET)
+                                   link_header=self.link_type == LINKTYPE_ETHERNET,
+                                   fanout=fanout)
         except BaseException as exc:
             if target is not None:
                 target.close()
@@ -153,6 +223,11 @@ class AfpacketSource(Reader):
 
     def metadata(self) -> dict[str, Any]:
         return {}
+
+
+def readers(ctx: SourceContext) -> int:
+    """How many readers a capture runs on (a capture with a target: one)."""
+    return 1 if ctx.spec.has_target else effective_workers(ctx.spec, ctx.agent)
 
 
 def make(ctx: SourceContext) -> AfpacketSource:

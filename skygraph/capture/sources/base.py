@@ -55,6 +55,10 @@ NODE_DOWN = "Can't start capture on node down"
 LOCAL_TARGET_TYPES = frozenset({"", "local"})
 # Capture JSON key of the ERSPAN session id (SPEC §3 #5: configurable, default 1).
 SESSION_ID_KEY = "SessionID"
+# Capture JSON key of the afpacket readers sharing the interface's packets through
+# PACKET_FANOUT. A skygraph extension: Skydive's Capture has no such field (one reader).
+WORKERS_KEY = "Workers"
+MAX_WORKERS = 64  # 0 = the agent's default (agent.capture.workers)
 
 Sink = Callable[[list[Flow]], None]
 Clock = Callable[[], int]
@@ -140,6 +144,7 @@ class CaptureSpec:
     sampling_rate: int = 1
     polling_interval: int = 10
     session_id: int = 1  # ERSPAN session id of a target
+    workers: int = 0  # afpacket readers (PACKET_FANOUT); 0: the agent's default (skygraph extension)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], base: CaptureOptions | None = None) -> CaptureSpec:
@@ -158,6 +163,10 @@ class CaptureSpec:
         port = _int(data, "Port", 0)
         if not 0 <= port < 65536:
             raise OptionError(f"Port: {port} is not a port number")
+        workers = _int(data, WORKERS_KEY, 0)
+        if not 0 <= workers <= MAX_WORKERS:
+            raise OptionError(f"{WORKERS_KEY}: {workers} is outside 0..{MAX_WORKERS} "
+                              f"(afpacket readers; 0: the agent's default)")
         options = dataclasses.replace(
             base,
             layer_key_mode=str(data.get("LayerKeyMode") or base.layer_key_mode),
@@ -173,7 +182,7 @@ class CaptureSpec:
                    target_type=str(data.get("TargetType") or ""), port=port,
                    sampling_rate=_int(data, "SamplingRate", 1),
                    polling_interval=_int(data, "PollingInterval", 10),
-                   session_id=_int(data, SESSION_ID_KEY, 1))
+                   session_id=_int(data, SESSION_ID_KEY, 1), workers=workers)
 
     @property
     def effective_type(self) -> str:
@@ -254,6 +263,13 @@ class AgentCaptureSettings:
     sflow_default_port: int = 6343  # `sflow` captures without a Port
     ovsdb: str = "unix:///var/run/openvswitch/db.sock"
     agent_ip: str = ""  # this agent's address (sFlow agent address); "": worked out per target
+    workers: int = 1  # afpacket readers per capture when its Workers is 0 (agent.capture.workers)
+    ring_blocks: int = 32  # 1 MiB blocks of each reader's TPACKET_V3 ring (agent.capture.ring_blocks)
+
+
+def effective_workers(spec: CaptureSpec, agent: AgentCaptureSettings) -> int:
+    """The afpacket readers of a capture: its `Workers`, else the agent's default."""
+    return spec.workers or agent.workers
 
 
 # ---- capture targets ----------------------------------------------------------------
