@@ -170,7 +170,7 @@ def capture_settings(cfg: Config) -> AgentCaptureSettings:
         sflow_bind=c.sflow_bind, sflow_ports=port_range(c.sflow_ports, "agent.capture.sflow_ports"),
         netflow_bind=c.netflow_bind,
         netflow_ports=port_range(c.netflow_ports, "agent.capture.netflow_ports"),
-        ovsdb=cfg.ovs.ovsdb)
+        ovsdb=cfg.ovs.ovsdb, workers=c.workers, ring_blocks=c.ring_blocks)
 
 
 def remove_stale_ovs_rows(address: str, timeout: float = 5.0) -> None:

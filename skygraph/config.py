@@ -141,6 +141,10 @@ class TopologySection:
     netlink: NetlinkSection = field(default_factory=NetlinkSection)
 
 
+MAX_CAPTURE_WORKERS = 64   # afpacket readers of one capture (PACKET_FANOUT group)
+MAX_RING_BLOCKS = 1024     # 1 MiB blocks of one reader's ring
+
+
 @dataclass(frozen=True)
 class CaptureSection:
     stats_update: float = 1.0        # seconds between capture counter refreshes
@@ -151,6 +155,10 @@ class CaptureSection:
     sflow_ports: str = "6345-6355"
     netflow_bind: str = "127.0.0.1"  # local NetFlow collectors of ovsnetflow captures
     netflow_ports: str = "6365-6375"
+    # afpacket: readers per capture sharing its packets through PACKET_FANOUT (when the
+    # capture's Workers is 0), and 1 MiB blocks of each reader's TPACKET_V3 ring.
+    workers: int = 1                 # 1..64
+    ring_blocks: int = 32            # 2..1024 (tcpdump -B, in MiB)
 
 
 @dataclass(frozen=True)
@@ -241,6 +249,11 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
                           "(cert_file/key_file/server_name set without it)")
     for name in ("pcapsocket_ports", "sflow_ports", "netflow_ports"):
         port_range(getattr(cfg.agent.capture, name), f"agent.capture.{name}")
+    for name, low, high in (("workers", 1, MAX_CAPTURE_WORKERS),
+                            ("ring_blocks", 2, MAX_RING_BLOCKS)):
+        value = getattr(cfg.agent.capture, name)
+        if not low <= value <= high:
+            raise ConfigError(f"agent.capture.{name}: {value} is outside {low}..{high}")
     if cfg.analyzer.topology.fabric:
         from skygraph.probes import fabric
         try:

@@ -66,6 +66,7 @@ TARGET_TYPES = ("", "local", "netflowv5", "sflow", "erspanv1", "erspanv2")
 MAX_CAPTURE_LENGTH = 4096
 BPF_SNAPLEN = 4096
 READ_ONLY = frozenset({"UUID", "Count", "State", "CreatedAt"})
+MAX_WORKERS = 64  # afpacket readers of one capture (capture.sources.base.MAX_WORKERS)
 
 
 class FieldError(NamedTuple):
@@ -108,6 +109,7 @@ class Capture:
     sampling_rate: int = 1
     polling_interval: int = 10
     session_id: int = 1     # ERSPAN session id (SPEC §3 fix 5)
+    workers: int = 0        # afpacket readers (PACKET_FANOUT); 0: the agent's agent.capture.workers
     ttl: int = 0            # ms; 0 = kept until deleted
     created_at: int = 0     # ms epoch
     state: str = "pending"
@@ -146,6 +148,7 @@ _JSON: tuple[tuple[str, str], ...] = (
     ("LayerKeyMode", "layer_key_mode"), ("ExtraLayers", "extra_layers"), ("Target", "target"),
     ("TargetType", "target_type"), ("Port", "port"), ("SamplingRate", "sampling_rate"),
     ("PollingInterval", "polling_interval"), ("SessionID", "session_id"), ("TTL", "ttl"),
+    ("Workers", "workers"),  # a skygraph extension: Skydive's Capture has no Workers
 )
 _ATTR = dict(_JSON)
 _TYPES = {f.name: f.type for f in fields(Capture)}
@@ -278,6 +281,9 @@ def validate(spec: Mapping[str, Any], max_raw_packets: int,
     if not 0 <= v["SessionID"] <= 1023:
         errors.append(FieldError("SessionID", f"{v['SessionID']} is outside 0..1023 (ERSPAN "
                                               "session ids have 10 bits)"))
+    if not 0 <= v["Workers"] <= MAX_WORKERS:
+        errors.append(FieldError("Workers", f"{v['Workers']} is outside 0..{MAX_WORKERS} "
+                                            f"(afpacket readers; 0: the agent's default)"))
     for key in ("SamplingRate", "PollingInterval", "TTL"):
         if v[key] < 0:
             errors.append(FieldError(key, f"{v[key]} is negative"))

@@ -117,6 +117,9 @@ def add_capture_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--target", default="", help="ip:port of an external target")
     c.add_argument("--target-type", default="", help="netflowv5, sflow, erspanv1, erspanv2")
     c.add_argument("--session-id", type=int, default=1, help="ERSPAN session id (erspanv1/v2)")
+    c.add_argument("--workers", type=int, default=0,
+                   help="afpacket readers sharing the packets (PACKET_FANOUT), 0..64 "
+                        "(0: the agent's agent.capture.workers)")
     c.add_argument("--ttl", type=int, default=0, help="delete the capture after TTL ms")
     add_client_flags(c)
     add_resource_actions(sub, "captures")
@@ -132,7 +135,7 @@ def capture_spec(args: argparse.Namespace) -> dict[str, Any]:
         "ExtraTCPMetric": args.extra_tcp_metric, "IPDefrag": args.ip_defrag,
         "ReassembleTCP": args.reassemble_tcp, "LayerKeyMode": args.layer_key_mode,
         "ExtraLayers": args.extra_layer, "Target": args.target, "TargetType": args.target_type,
-        "SessionID": args.session_id, "TTL": args.ttl,
+        "SessionID": args.session_id, "TTL": args.ttl, "Workers": args.workers,
     }
 
 

@@ -183,6 +183,9 @@ class CaptureInput:
     polling_interval: int | None = None
     session_id: int | None = strawberry.field(default=None, name="sessionID",
                                               description="ERSPAN session id (default 1)")
+    workers: int | None = strawberry.field(
+        default=None, description="afpacket readers sharing the packets through PACKET_FANOUT, "
+                                  "0..64 (default 0: the agent's agent.capture.workers)")
     ttl: Long | None = strawberry.field(default=None, description="ms; none: kept until deleted")
 
 
@@ -200,6 +203,7 @@ CAPTURE_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("sampling_rate", "samplingRate", "SamplingRate"),
     ("polling_interval", "pollingInterval", "PollingInterval"),
     ("session_id", "sessionID", "SessionID"), ("ttl", "ttl", "TTL"),
+    ("workers", "workers", "Workers"),
 )
 GRAPHQL_FIELD = {skydive: gql for _, gql, skydive in CAPTURE_FIELDS}
 

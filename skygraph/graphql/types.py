@@ -323,6 +323,10 @@ class CaptureType:
     def session_id(self) -> int:
         return self.raw.session_id
 
+    @field(description="afpacket readers (PACKET_FANOUT); 0: the agent's default")
+    def workers(self) -> int:
+        return self.raw.workers
+
     @field(description="ms; 0: kept until deleted")
     def ttl(self) -> Long:
         return Long(self.raw.ttl)

@@ -2,6 +2,8 @@
 
 import pytest
 
+from skygraph.agent import capture_settings
+from skygraph.capture.sources.base import AgentCaptureSettings
 from skygraph.config import ConfigError, load, override
 
 
@@ -45,6 +47,26 @@ def test_toml_env_and_flags(tmp_path):
     assert (cfg.graph.uri, cfg.graph.password) == ("bolt://b:2", "pw")
     cfg = override(cfg, uri="bolt://c:3", user=None)
     assert (cfg.graph.uri, cfg.graph.user) == ("bolt://c:3", "neo4j")
+
+
+def test_capture_workers_and_ring_blocks(tmp_path):
+    """agent.capture.workers (1..64) and ring_blocks (2..1024) reach the capture settings."""
+    assert capture_settings(load(None, env={})) == AgentCaptureSettings()
+    assert (AgentCaptureSettings().workers, AgentCaptureSettings().ring_blocks) == (1, 32)
+    cfg = load(write(tmp_path, "agent:\n  capture:\n    workers: 64\n    ring_blocks: 2\n"),
+               env={})
+    assert (cfg.agent.capture.workers, cfg.agent.capture.ring_blocks) == (64, 2)
+    settings = capture_settings(cfg)
+    assert (settings.workers, settings.ring_blocks) == (64, 2)
+    for text, message in (("workers: 0", "agent.capture.workers: 0 is outside 1..64"),
+                          ("workers: 65", "agent.capture.workers: 65 is outside 1..64"),
+                          ("ring_blocks: 1", "agent.capture.ring_blocks: 1 is outside 2..1024"),
+                          ("ring_blocks: 1025",
+                           "agent.capture.ring_blocks: 1025 is outside 2..1024"),
+                          ("workers: two",
+                           "agent.capture.workers: expected an integer, got 'two'")):
+        with pytest.raises(ConfigError, match=message):
+            load(write(tmp_path, f"agent:\n  capture:\n    {text}\n"), env={})
 
 
 def test_raw_packet_bound_must_not_be_negative(tmp_path):

@@ -20,14 +20,18 @@ def test_capture_commands_and_remote_query(analyzer_at):
     with analyzer_at("analyzer:\n  auth:\n    token: s3cret\n") as a:
         auth = ["--analyzer", a.endpoint, "--token", "s3cret"]
         out = cli("capture", "create", "--gremlin", "G.V().Has('Name', 'eth0')", "--bpf", "icmp",
-                  "--extra-layer", "DNS", "--rawpacket-limit", "2", "--reassamble-tcp", *auth)
+                  "--extra-layer", "DNS", "--rawpacket-limit", "2", "--reassamble-tcp",
+                  "--workers", "4", *auth)
         assert out.returncode == 0, out.stderr
         created = json.loads(out.stdout)
-        assert (created["BPFFilter"], created["ExtraLayers"], created["ReassembleTCP"]) == (
-            "icmp", 2, True)
+        assert (created["BPFFilter"], created["ExtraLayers"], created["ReassembleTCP"],
+                created["Workers"]) == ("icmp", 2, True, 4)
         node = cli("capture", "create", "--node", "it's-a-tid", *auth)
         assert node.returncode == 0, node.stderr
         assert json.loads(node.stdout)["GremlinQuery"] == "G.V().Has('TID', 'it\\'s-a-tid')"
+        assert json.loads(node.stdout)["Workers"] == 0
+        many = cli("capture", "create", "--node", "t2", "--workers", "65", *auth)
+        assert many.returncode == 1 and "Workers: 65 is outside 0..64" in many.stderr
         listed = cli("capture", "list", *auth, env={"SKYGRAPH_ANALYZER": a.endpoint})
         assert set(json.loads(listed.stdout)) == {created["UUID"], json.loads(node.stdout)["UUID"]}
         bad = cli("capture", "create", "--gremlin", "G.V(", *auth)

@@ -78,13 +78,16 @@ def test_capture_resource_lifecycle(analyzer_at):
         c = created.json()
         assert c["State"] == "pending" and c["Count"] == 0 and c["ExtraLayers"] == 3
         assert c["LayerKeyMode"] == "L2" and c["HeaderSize"] == 0 and len(c["UUID"]) == 36
+        assert c["Workers"] == 0  # skygraph extension: 0 = the agent's agent.capture.workers
         assert a.request("GET", "/api/capture").json() == {c["UUID"]: c}
         assert a.request("GET", f"/api/capture/{c['UUID']}").json() == c
         dup = a.request("POST", "/api/capture", CAPTURE)
         assert dup.status == 409 and dup.json()["existing"] == c["UUID"]
         # afpacket allows several captures per node when the BPF differs
-        other = a.request("POST", "/api/capture", {**CAPTURE, "BPFFilter": "udp"})
-        assert other.status == 201
+        other = a.request("POST", "/api/capture", {**CAPTURE, "BPFFilter": "udp", "Workers": 4})
+        assert other.status == 201 and other.json()["Workers"] == 4
+        workers = other.json()["UUID"]
+        assert a.request("GET", f"/api/capture/{workers}").json()["Workers"] == 4
         # pcapsocket does not
         ps = {**CAPTURE, "Type": "pcapsocket"}
         assert a.request("POST", "/api/capture", ps).status == 201
@@ -97,22 +100,25 @@ def test_capture_resource_lifecycle(analyzer_at):
     # Captures are in the graph: a new analyzer has them.
     with analyzer_at() as b:
         assert set(b.request("GET", "/api/capture").json()) == kept
+        assert b.request("GET", f"/api/capture/{workers}").json()["Workers"] == 4
 
 
 def test_each_invalid_capture_field_gets_its_own_error(analyzer_at):
     spec = {"GremlinQuery": "G.V(.", "BPFFilter": "not a filter ((", "Type": "nope",
             "HeaderSize": 5, "RawPacketLimit": 11, "LayerKeyMode": "L4",
             "ExtraLayers": ["SMTP"], "Target": "host-without-port", "TargetType": "netflowv5",
-            "Port": 70000, "SamplingRate": -1, "Colour": "red", "ExtraTCPMetric": "yes"}
+            "Port": 70000, "SamplingRate": -1, "Colour": "red", "ExtraTCPMetric": "yes",
+            "Workers": 65}
     with analyzer_at() as a:
         r = a.request("POST", "/api/capture", spec)
         assert r.status == 400
         errors = {e["field"]: e["message"] for e in r.json()["errors"]}
         assert set(errors) == {"GremlinQuery", "BPFFilter", "Type", "HeaderSize",
                                "RawPacketLimit", "LayerKeyMode", "ExtraLayers", "Target",
-                               "Port", "SamplingRate", "Colour", "ExtraTCPMetric"}
+                               "Port", "SamplingRate", "Colour", "ExtraTCPMetric", "Workers"}
         assert "column" in errors["GremlinQuery"]
         assert "0..10" in errors["RawPacketLimit"]
+        assert "0..64" in errors["Workers"]
         assert errors["Colour"] == "unknown field"
         # capability table: ebpf has no BPF and keeps no raw packets
         r = a.request("POST", "/api/capture", {"GremlinQuery": "G.V()", "Type": "ebpf",

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.bolt
 CREATE = """mutation($in: CaptureInput!) { createCapture(input: $in) {
     capture { id gremlinQuery name description type bpfFilter headerSize rawPacketLimit
               extraTCPMetric ipDefrag reassembleTCP layerKeyMode extraLayers target targetType
-              port samplingRate pollingInterval ttl count state createdAt }
+              port samplingRate pollingInterval workers ttl count state createdAt }
     errors { field message code existingId } } }"""
 
 
@@ -39,6 +39,7 @@ def create(served: Served, **fields: Any) -> dict[str, Any]:
     ({"samplingRate": -1}, "samplingRate", "negative"),
     ({"pollingInterval": -1}, "pollingInterval", "negative"),
     ({"ttl": -1}, "ttl", "negative"),
+    ({"workers": 65}, "workers", "0..64"),
 ])
 def test_each_invalid_field_gets_its_own_error(served: Served, fields: dict[str, Any],
                                                field: str, needle: str) -> None:
@@ -60,7 +61,7 @@ def test_create_list_get_duplicate_delete(served: Served) -> None:
                   rawPacketLimit=5, extraTCPMetric=True, ipDefrag=True, reassembleTCP=True,
                   layerKeyMode="L3", extraLayers=["DNS", "DHCPv4"], target="127.0.0.1:2055",
                   targetType="netflowv5", port=0, samplingRate=2, pollingInterval=5,
-                  ttl=60_000)
+                  workers=4, ttl=60_000)
     assert made["errors"] == []
     cap = made["capture"]
     assert cap["gremlinQuery"] == "G.V().Has('Name', 'eth0')" and cap["type"] == "pcap"
@@ -69,14 +70,15 @@ def test_create_list_get_duplicate_delete(served: Served) -> None:
     assert sorted(cap["extraLayers"]) == ["DHCPv4", "DNS"] and cap["layerKeyMode"] == "L3"
     assert (cap["target"], cap["targetType"], cap["samplingRate"], cap["pollingInterval"]) == \
         ("127.0.0.1:2055", "netflowv5", 2, 5)
+    assert cap["workers"] == 4
     assert cap["ttl"] == 60_000 and cap["state"] == "pending" and cap["count"] == 0
     assert cap["createdAt"] > 0
 
     listed = served.data("{ captures { id name } }")["captures"]
     assert {"id": cap["id"], "name": "web"} in listed
-    got = served.data("query($id: ID!) { capture(id: $id) { id rawPacketLimit } }",
+    got = served.data("query($id: ID!) { capture(id: $id) { id rawPacketLimit workers } }",
                       {"id": cap["id"]})["capture"]
-    assert got == {"id": cap["id"], "rawPacketLimit": 5}
+    assert got == {"id": cap["id"], "rawPacketLimit": 5, "workers": 4}
 
     dup = create(served, gremlinQuery="G.V().Has('Name', 'eth0')", type="pcap",
                  bpfFilter="tcp port 80")

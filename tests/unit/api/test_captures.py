@@ -6,6 +6,7 @@ import pytest
 
 from skygraph.api.captures import Capture, CaptureInvalid, is_duplicate, validate
 from skygraph.capture.bpf import BPFError
+from skygraph.capture.sources.base import CaptureSpec
 
 
 def check_bpf(expr: str) -> None:
@@ -50,6 +51,9 @@ def test_defaults_follow_skydive():
     ({"Name": 3}, "Name", "expected a string"),
     ({"Port": True}, "Port", "expected an integer"),
     ({"TTL": -5}, "TTL", "negative"),
+    ({"Workers": 65}, "Workers", "0..64"),
+    ({"Workers": -1}, "Workers", "0..64"),
+    ({"Workers": "4"}, "Workers", "expected an integer"),
 ])
 def test_one_bad_field_one_error(spec, field, needle):
     got = errors({"GremlinQuery": "G.V()", **spec})
@@ -62,6 +66,18 @@ def test_valid_targets_and_names():
                    "TargetType": "erspanv2"})["target_type"] == "erspanv2"
     assert fields({"GremlinQuery": "G.V()", "ExtraLayers": ["DHCPv4"]})["extra_layers"] == 4
     assert fields({"GremlinQuery": "G.V()", "UUID": "ignored", "Count": 3})
+
+
+def test_workers_round_trip_to_the_agent():
+    """Workers (skygraph extension): stored, served back and read by the agent's spec."""
+    assert fields({"GremlinQuery": "G.V()"})["workers"] == 0
+    c = Capture(uuid="u", **fields({"GremlinQuery": "G.V()", "Workers": 64}))
+    assert c.workers == 64 and c.to_json()["Workers"] == 64
+    assert c.properties()["Workers"] == 64 and Capture.from_properties(c.properties()) == c
+    old = {k: v for k, v in c.properties().items() if k != "Workers"}  # stored before Workers
+    assert Capture.from_properties(old).workers == 0
+    spec = CaptureSpec.from_json({**c.to_json(), "Type": "afpacket"})  # what agents get
+    assert spec.workers == 64
 
 
 def test_raw_packet_bound_is_configurable():

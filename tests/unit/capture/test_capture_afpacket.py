@@ -39,6 +39,7 @@ from skygraph.capture.live import (
 )
 from skygraph.capture.manager import NamespaceError, namespace_of, ownership_path
 from skygraph.capture.options import OptionError, TableSettings
+from skygraph.capture.sources.base import AgentCaptureSettings, effective_workers
 from skygraph.capture.table import FlowTable
 from skygraph.topology.flow import Flow
 from skygraph.topology.graph import Graph
@@ -219,6 +220,22 @@ def test_spec_defaults_and_options() -> None:
         CaptureSpec.from_json({"UUID": "c1", "HeaderSize": 10})
     with pytest.raises(OptionError, match="raw packet limit"):
         CaptureSpec.from_json({"UUID": "c1", "RawPacketLimit": 11})
+
+
+def test_spec_workers_fall_back_to_the_agent_and_are_bounded() -> None:
+    """Workers (afpacket readers, a skygraph extension): 0..64, 0 = agent.capture.workers."""
+    agent = AgentCaptureSettings(workers=3)
+    default = CaptureSpec.from_json({"UUID": "c1"})
+    assert default.workers == 0 and effective_workers(default, agent) == 3
+    assert effective_workers(default, AgentCaptureSettings()) == 1
+    four = CaptureSpec.from_json({"UUID": "c1", "Workers": 4})
+    assert four.workers == 4 and effective_workers(four, agent) == 4
+    assert CaptureSpec.from_json({"UUID": "c1", "Workers": 64}).workers == 64
+    for bad in (65, -1):
+        with pytest.raises(OptionError, match=rf"Workers: {bad} is outside 0\.\.64"):
+            CaptureSpec.from_json({"UUID": "c1", "Workers": bad})
+    with pytest.raises(OptionError, match="Workers: 'many' is not an integer"):
+        CaptureSpec.from_json({"UUID": "c1", "Workers": "many"})
 
 
 @pytest.mark.parametrize(("change", "reason"), [
