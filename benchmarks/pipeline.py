@@ -71,7 +71,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +88,7 @@ SKYGRAPH = [sys.executable, "-m", "skygraph.cli"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RX, TX = "rx0", "tx0"
 MIN_RATIO = 0.9
+MAX_DROPS = 0.001  # < 0.1 % of the packets the kernel passed to the receiver
 
 
 # ---------------------------------------------------------------- plumbing
@@ -405,13 +406,52 @@ def latency_sample(api: Analyzer, the_lab: Lab, work: Path, ip: str, sport: int
     return seen * 1000 - tick_ms, (seen - sent) * 1000
 
 
+def softflowd_run(the_lab: Lab, pcap: Path, loops: int, work: Path, flows: int) -> Run:
+    """softflowd -i rx0 (C, live flow accounting through libpcap), exporting NetFlow to
+    the discard port; its libpcap counters from `softflowctl statistics`."""
+    ctl, pid_file = work / "softflowd.ctl", work / "softflowd.pid"
+    ctl.unlink(missing_ok=True)
+    proc = subprocess.Popen(["ip", "netns", "exec", the_lab.receiver, "softflowd", "-i", RX,
+                             "-d", "-m", str(2 * flows), "-n", "127.0.0.1:9", "-c", str(ctl),
+                             "-p", str(pid_file)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for("softflowd's control socket", lambda: proc.poll() is not None or ctl.exists(),
+                 timeout=20, every=0.05)
+        if proc.poll() is not None:
+            raise RuntimeError("softflowd exited at start")
+        pid = proc.pid  # `ip netns exec` execs softflowd itself
+        cpu0 = cpu_seconds(pid)
+        lost0 = the_lab.lost()
+        rep = replay(the_lab, pcap, loops)
+        time.sleep(0.5)
+        cpu1 = cpu_seconds(pid)
+        rss, hwm = memory_kb(pid)
+        out = sh("softflowctl", "-c", str(ctl), "statistics", ns=the_lab.receiver)
+        sh("softflowctl", "-c", str(ctl), "shutdown", ns=the_lab.receiver, check=False)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    numbers = dict(re.findall(r"Packets (received|dropped) by libpcap: (\d+)", out))
+    if len(numbers) != 2:
+        raise RuntimeError(f"softflowctl statistics: unexpected output:\n{out}")
+    return Run("softflowd", rep, int(numbers["received"]), int(numbers["dropped"]),
+               the_lab.lost() - lost0, cpu1 - cpu0, rss, hwm)
+
+
 def skygraph_run(api: Analyzer, agent: int, analyzer: int, the_lab: Lab, pcap: Path,
-                 loops: int, work: Path, markers: int, run_no: int, raw: int = 0) -> Run:
+                 loops: int, work: Path, markers: int, run_no: int, workers: int = 1,
+                 label: str = "") -> Run:
+    """One capture on rx0 (`Workers` readers) during one replay.  After the replay the
+    kernel counters are read once they stop moving, then the capture is deleted (its
+    final flows flushed); settle = s from the replay's end until the capture's outer
+    flows in the graph hold every delivered packet."""
     spec: dict[str, Any] = {"GremlinQuery": f"G.V().Has('Name', '{RX}')",
-                            "Name": f"bench-{run_no}"}
-    if raw:
-        spec["RawPacketLimit"] = raw
+                            "Name": f"bench-{run_no}", "Workers": workers}
     capture_id = api.request("POST", "/api/capture", spec)["UUID"]
+    deleted = False
     try:
         entry = wait_for("the capture active on rx0",
                          lambda: (e := capture_entry(api, capture_id)) and e["State"] == "active"
@@ -425,65 +465,71 @@ def skygraph_run(api: Analyzer, agent: int, analyzer: int, the_lab: Lab, pcap: P
         cpu1, acpu1 = cpu_seconds(agent), tree_cpu_seconds(analyzer)
         rss, hwm = memory_kb(agent)
         lost1 = the_lab.lost()
-
-        # The kernel counters stop moving once the sender is done; they reach the graph
-        # every stats_update (0.5 s), the flows on the update ticks (1 s).  Done when the
-        # counters have not moved for 1.5 s and the flows hold what they count; settle
-        # is the first sample whose flows held the final count.
-        samples: list[tuple[float, tuple[int, int], int]] = []  # (t, counters, in graph)
-        deadline = end + 120
-        while time.monotonic() < deadline:
+        # The counters reach the graph every stats_update (0.5 s): final once unchanged
+        # for 1.5 s.
+        samples: list[tuple[float, tuple[int, int]]] = []
+        while time.monotonic() < end + 60:
             e = capture_entry(api, capture_id) or {}
-            counters = (e.get("PacketsReceived", 0) - received0,
-                        e.get("PacketsDropped", 0) - dropped0)
-            samples.append((time.monotonic(), counters, outer_packets(api, capture_id)))
-            t = samples[-1][0]
-            still = [c for at, c, _ in samples if at >= t - 1.5]
-            if t - samples[0][0] >= 1.5 and all(c == counters for c in still) \
-                    and samples[-1][2] >= counters[0] - counters[1]:
+            samples.append((time.monotonic(), (e.get("PacketsReceived", 0) - received0,
+                                               e.get("PacketsDropped", 0) - dropped0)))
+            t, counters = samples[-1]
+            if t - samples[0][0] >= 1.5 and all(c == counters for at, c in samples
+                                                if at >= t - 1.5):
                 break
             time.sleep(0.25)
-        (received, dropped), in_graph = samples[-1][1], samples[-1][2]
-        settle = next((at - end for at, _, n in samples if n >= received - dropped), None)
-        if in_graph < received - dropped:
-            settle = None
-        run = Run("skygraph" + (f" RawPacketLimit={raw}" if raw else ""), rep, received,
-                  dropped, lost1 - lost0, cpu1 - cpu0, rss, hwm, acpu1 - acpu0, settle,
-                  in_graph, flows_written(api) - written0)
-        for i in range(markers):
-            run.latency.append(latency_sample(api, the_lab, work, f"10.250.{run_no}.{i + 1}",
-                                              40000 + i))
-        return run
-    finally:
+        received, dropped = samples[-1][1]
+        latency = [latency_sample(api, the_lab, work, f"10.250.{run_no % 250}.{i + 1}",
+                                  40000 + i) for i in range(markers)]
         api.request("DELETE", f"/api/capture/{capture_id}")
+        deleted = True
+        settle: float | None = None
+        in_graph = 0
+        while time.monotonic() < end + 180:
+            in_graph = outer_packets(api, capture_id)
+            if in_graph >= received - dropped:
+                settle = time.monotonic() - end
+                break
+            time.sleep(0.25)
+        kind = f"skygraph workers={workers}" + (f" {label}" if label else "")
+        return Run(kind, rep, received, dropped, lost1 - lost0, cpu1 - cpu0, rss, hwm,
+                   acpu1 - acpu0, settle, in_graph, flows_written(api) - written0, latency)
+    finally:
+        if not deleted:
+            api.request("DELETE", f"/api/capture/{capture_id}")
         wait_for("the capture gone from rx0", lambda: capture_entry(api, capture_id) is None)
 
 
 # ---------------------------------------------------------------- report
 def fmt_row(r: Run) -> str:
-    settle = "-" if r.kind == "tcpdump" else (
-        "never" if r.settle is None else f"{r.settle:.1f}")
-    graph = "-" if r.kind == "tcpdump" else f"{r.in_graph / max(r.delivered, 1):.1%}"
-    mem = f"{r.rss_kb / 1024:.0f}" + ("" if r.kind == "tcpdump" else f"/{r.hwm_kb / 1024:.0f}")
-    acpu = "-" if r.kind == "tcpdump" else f"{r.analyzer_cpu:.1f}"
-    return (f"{r.kind:<28} {r.replay.sent:>9} {r.replay.seconds:>6.2f} {r.replay.pps / 1e3:>7.0f}k "
-            f"{r.veth_lost:>6} {r.received:>9} {r.dropped:>7} {r.pps / 1e3:>7.0f}k "
-            f"{r.cpu:>6.2f} {100 * r.cpu / r.replay.seconds:>5.0f}% {mem:>9} {acpu:>6} "
-            f"{settle:>6} {graph:>6} {'-' if r.kind == 'tcpdump' else r.flow_writes:>7}")
+    ours = r.kind.startswith("skygraph")
+    settle = "-" if not ours else "never" if r.settle is None else f"{r.settle:.1f}"
+    graph = "-" if not ours else f"{r.in_graph / max(r.delivered, 1):.1%}"
+    mem = f"{r.rss_kb / 1024:.0f}" + (f"/{r.hwm_kb / 1024:.0f}" if r.hwm_kb else "")
+    acpu = f"{r.analyzer_cpu:.1f}" if ours else "-"
+    per_m = f"{r.cpu / max(r.delivered, 1) * 1e6:.2f}"
+    drop = f"{r.dropped / max(r.received, 1):.2%}"
+    return (f"{r.kind:<22} {r.replay.sent:>8} {r.replay.seconds:>5.2f} "
+            f"{r.replay.pps / 1e3:>6.0f}k {r.veth_lost:>5} {r.received:>8} {r.dropped:>7} "
+            f"{drop:>6} {r.pps / 1e3:>6.0f}k {r.cpu:>5.2f} {100 * r.cpu / r.replay.seconds:>4.0f}% "
+            f"{per_m:>6} {mem:>8} {acpu:>5} {settle:>6} {graph:>6} "
+            f"{r.flow_writes if ours else '-':>6}")
 
 
-HEADER = (f"{'receiver':<28} {'sent':>9} {'secs':>6} {'sent/s':>8} {'veth':>6} "
-          f"{'received':>9} {'dropped':>7} {'recv/s':>8} {'CPU s':>6} {'CPU':>6} "
-          f"{'RSS MB':>9} {'an.CPU':>6} {'settle':>6} {'graph':>6} {'writes':>7}")
+HEADER = (f"{'receiver':<22} {'sent':>8} {'secs':>5} {'sent/s':>7} {'veth':>5} "
+          f"{'received':>8} {'dropped':>7} {'drop%':>6} {'recv/s':>7} {'CPU s':>5} {'CPU':>5} "
+          f"{'s/Mpkt':>6} {'RSS MB':>8} {'an.CPU':>5} {'settle':>6} {'graph':>6} {'writes':>6}")
 LEGEND = """\
 sent/secs: tcpreplay's count and duration; veth: lost between tx0 and rx0 (nobody saw
 them); received/dropped: kernel counters of the receiver's socket (tcpdump: "received by
-filter"/"dropped by kernel"; skygraph: the capture's PacketsReceived/PacketsDropped);
-recv/s = (received - dropped) / secs; CPU: receiver's CPU over the replay (tcpdump: its
-whole life), % of one core; RSS: tcpdump peak, agent VmRSS/VmHWM; an.CPU: analyzer and its
-graph server during the replay; settle: s after the replay until the capture's outer flows
-in the graph hold every delivered packet; graph: those packets / delivered; writes: flow
-updates the analyzer wrote from the replay's start until settled."""
+filter"/"dropped by kernel"; softflowd: libpcap's, from softflowctl; skygraph: the
+capture's PacketsReceived/PacketsDropped, all readers); recv/s = (received - dropped) /
+secs; CPU: receiver's CPU over the replay, % of one core; s/Mpkt: receiver CPU seconds per
+million delivered packets; RSS: tcpdump peak, softflowd and agent VmRSS/VmHWM; an.CPU:
+analyzer and its graph server during the replay; settle: s after the replay until the
+capture's outer flows in the graph hold every delivered packet (the capture is deleted
+once the counters stopped moving: with the default flow.update, its final flows are what
+brings them); graph: those packets / delivered; writes: flow updates the analyzer wrote
+from the replay's start until settled."""
 
 
 def summary(label: str, xs: list[float]) -> str:
@@ -491,48 +537,128 @@ def summary(label: str, xs: list[float]) -> str:
             f"max {max(xs):.0f} ms  (n={len(xs)})")
 
 
+def med(xs: Iterable[float]) -> float:
+    values = list(xs)
+    return statistics.median(values) if values else float("nan")
+
+
+def loadavg() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+@dataclass
+class Verdict:
+    name: str
+    ok: bool
+    detail: str
+
+
+def scenario_report(flows: int, runs: list[Run], workers: list[int]) -> list[Verdict]:
+    """Medians per receiver, skygraph's ratios to tcpdump and softflowd, the verdicts."""
+    by_kind: dict[str, list[Run]] = {}
+    for r in runs:
+        by_kind.setdefault(r.kind, []).append(r)
+    td = by_kind.get("tcpdump", [])
+    sf = by_kind.get("softflowd", [])
+    td_pps = med(r.pps for r in td)
+    sf_pps = med(r.pps for r in sf)
+    print(f"\n{flows} flows, medians over {len(td)} runs each:")
+    for kind, rs in by_kind.items():
+        pps = med(r.pps for r in rs)
+        per_m = med(r.cpu / max(r.delivered, 1) * 1e6 for r in rs)
+        drops = sum(r.dropped for r in rs) / max(sum(r.received for r in rs), 1)
+        extra = ""
+        if kind.startswith("skygraph"):
+            extra = (f"; {pps / td_pps:.2f} x tcpdump, {pps / sf_pps:.2f} x softflowd; "
+                     f"settle {med(r.settle for r in rs if r.settle is not None):.1f} s, "
+                     f"graph {min(r.in_graph / max(r.delivered, 1) for r in rs):.1%} (min)")
+        print(f"  {kind:<22} {pps / 1e3:6.0f}k pkt/s delivered, {drops:.3%} dropped, "
+              f"{per_m:.2f} CPU s per Mpkt, sender {med(r.replay.pps for r in rs) / 1e3:.0f}k "
+              f"pkt/s{extra}")
+    verdicts = []
+    default = f"skygraph workers={workers[0]}"
+    for w in workers:
+        rs = by_kind.get(f"skygraph workers={w}", [])
+        if not rs:
+            continue
+        dropped = sum(r.dropped for r in rs) / max(sum(r.received for r in rs), 1)
+        ratio = med(r.pps for r in rs) / td_pps
+        lost = [r for r in rs if r.settle is None]
+        tag = f"{flows} flows, workers={w}" + (" (default)" if f"skygraph workers={w}" ==
+                                                default else "")
+        verdicts += [
+            Verdict(f"{tag}: kernel drops < {MAX_DROPS:.1%}", dropped < MAX_DROPS,
+                    f"{dropped:.3%}"),
+            Verdict(f"{tag}: delivered >= {MIN_RATIO} x tcpdump", ratio >= MIN_RATIO,
+                    f"{ratio:.2f}"),
+            Verdict(f"{tag}: every delivered packet in the graph", not lost,
+                    f"{len(lost)} runs short" if lost else "all runs"),
+        ]
+    return verdicts
+
+
+def start_agent(cfg: Path, work: Path, the_lab: Lab, host: str, name: str
+                ) -> subprocess.Popen[bytes]:
+    return start([*SKYGRAPH, "-c", str(cfg), "agent", "--host-id", host,
+                  "--host-netns", f"/var/run/netns/{the_lab.receiver}",
+                  "--netns-run-path", str(the_lab.run_dir), "--no-ovs"], work / f"{name}.log")
+
+
+def config(path: Path, rpc: str, listen: str, data: Path, update: int | None) -> None:
+    flow = f"flow:\n  update: {update}\n" if update else ""
+    path.write_text(f"analyzers: [{rpc}]\n"
+                    f"analyzer:\n  listen: {listen}\n  rpc:\n    listen: {rpc}\n"
+                    f"graph:\n  embedded:\n    data_dir: {data}\n    bolt_port: {free_port()}\n"
+                    f"    http_port: {free_port()}\n    heap: 1g\n{flow}"
+                    f"agent:\n  capture:\n    stats_update: 0.5\n  topology:\n    probes: []\n"
+                    f"logging:\n  level: WARNING\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--packets", type=int, default=500_000, help="packets in the pcap")
-    ap.add_argument("--flows", type=int, default=5_000, help="flows in the pcap")
-    ap.add_argument("--loops", type=int, default=5, help="tcpreplay --loop per run")
-    ap.add_argument("--runs", type=int, default=3, help="runs of each receiver")
-    ap.add_argument("--markers", type=int, default=5, help="latency samples per skygraph run")
-    ap.add_argument("--update", type=int, default=1, help="the agent's flow.update (s)")
-    ap.add_argument("--raw-runs", type=int, default=1,
-                    help="extra skygraph runs with RawPacketLimit (0: none)")
-    ap.add_argument("--keep", type=Path, default=None, help="directory to keep pcap and logs in")
-    ap.add_argument("--strict", action="store_true", help="exit with status 3 on FAIL")
+    ap.add_argument("--packets", type=int, default=1_000_000, help="packets in each pcap")
+    ap.add_argument("--flows", default="1000,10000",
+                    help="concurrent flows of each scenario (comma-separated)")
+    ap.add_argument("--loops", type=int, default=1, help="tcpreplay --loop per run")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each receiver per scenario")
+    ap.add_argument("--workers", default="1,2",
+                    help="skygraph capture Workers to measure (the first is the verdict's)")
+    ap.add_argument("--no-softflowd", action="store_true", help="leave softflowd -i out")
+    ap.add_argument("--markers", type=int, default=5,
+                    help="latency samples (a last run with flow.update 1; 0: none)")
+    ap.add_argument("--update", type=int, default=0,
+                    help="the agent's flow.update (s) in the throughput runs (0: its default)")
+    ap.add_argument("--keep", type=Path, default=None, help="directory to keep pcaps and logs in")
     args = ap.parse_args()
-    for tool in ("tcpreplay", "tcpdump", "ip"):
+    scenarios = [int(x) for x in args.flows.split(",") if x]
+    workers = [int(x) for x in args.workers.split(",") if x]
+    tools = ["tcpreplay", "tcpdump", "ip"] + ([] if args.no_softflowd else ["softflowd"])
+    for tool in tools:
         if shutil.which(tool) is None:
             print(f"{tool} not found (bash scripts/install.sh installs it)")
-            return 1
+            return 2
     if os.geteuid() != 0:
         print("needs root (network namespaces, raw sockets)")
-        return 1
+        return 2
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="skygraph-bench-pipeline-"))
     work.mkdir(parents=True, exist_ok=True)
-    pcap = work / f"pipeline-{args.packets}-{args.flows}.pcap"
-    if not pcap.exists():
-        t = time.perf_counter()
-        bench_flowtable.generate(pcap, args.packets, args.flows)
-        print(f"generated {pcap} ({pcap.stat().st_size / 1e6:.0f} MB) "
-              f"in {time.perf_counter() - t:.1f} s")
+    pcaps = {}
+    for flows in scenarios:
+        pcaps[flows] = work / f"pipeline-{args.packets}-{flows}.pcap"
+        if not pcaps[flows].exists():
+            t = time.perf_counter()
+            bench_flowtable.generate(pcaps[flows], args.packets, flows)
+            print(f"generated {pcaps[flows]} ({pcaps[flows].stat().st_size / 1e6:.0f} MB) "
+                  f"in {time.perf_counter() - t:.1f} s")
     prefix = f"sgb{os.getpid() % 100000}"
     listen, rpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     data = Path(tempfile.mkdtemp(prefix=f"{prefix}-data-"))
-    cfg = work / "pipeline.yml"
-    cfg.write_text(f"analyzers: [{rpc}]\n"
-                   f"analyzer:\n  listen: {listen}\n  rpc:\n    listen: {rpc}\n"
-                   f"graph:\n  embedded:\n    data_dir: {data}\n    bolt_port: {free_port()}\n"
-                   f"    http_port: {free_port()}\n    heap: 1g\n"
-                   f"flow:\n  update: {args.update}\n  expire: 600\n"
-                   f"agent:\n  capture:\n    stats_update: 0.5\n  topology:\n    probes: []\n"
-                   f"logging:\n  level: WARNING\n")
+    cfg, latency_cfg = work / "pipeline.yml", work / "pipeline-latency.yml"
+    config(cfg, rpc, listen, data, args.update or None)
     procs: list[subprocess.Popen[bytes]] = []
-    runs: list[Run] = []
+    verdicts: list[Verdict] = []
+    latency_run: Run | None = None
     try:
         with lab(prefix) as the_lab:
             analyzer = start([*SKYGRAPH, "-c", str(cfg), "analyzer"], work / "analyzer.log")
@@ -542,36 +668,56 @@ def main() -> int:
                      timeout=180, every=0.3)
             if analyzer.poll() is not None:
                 raise RuntimeError(f"the analyzer exited; see {work / 'analyzer.log'}")
-            agent = start([*SKYGRAPH, "-c", str(cfg), "agent", "--host-id", f"{prefix}-bench",
-                           "--host-netns", f"/var/run/netns/{the_lab.receiver}",
-                           "--netns-run-path", str(the_lab.run_dir), "--no-ovs"],
-                          work / "agent.log")
+            agent = start_agent(cfg, work, the_lab, f"{prefix}-bench", "agent")
             procs.insert(0, agent)
             wait_for("rx0 in the graph", lambda: api.gremlin(f"G.V().Has('Name', '{RX}')"),
                      timeout=60)
             rss, _ = memory_kb(agent.pid)
             print(f"measuring {checkout()}; flow table batch path: {batch_path()}")
-            print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-            print(f"{os.cpu_count()} CPUs; flow.update {args.update} s; pcap {args.packets} "
-                  f"packets x {args.loops} loops, {args.flows} flows; agent pid {agent.pid} "
-                  f"(idle RSS {rss / 1024:.0f} MB), analyzer pid {analyzer.pid}\n")
-            print(HEADER)
-            for n in range(1, args.runs + 1):
-                for kind in ("tcpdump", "skygraph"):
-                    if kind == "tcpdump":
-                        run = tcpdump_run(the_lab, pcap, args.loops)
-                    else:
-                        run = skygraph_run(api, agent.pid, analyzer.pid, the_lab, pcap,
-                                           args.loops, work, args.markers, n)
-                    runs.append(run)
-                    print(fmt_row(run), flush=True)
-                    time.sleep(1)
-            for n in range(args.raw_runs):
-                run = skygraph_run(api, agent.pid, analyzer.pid, the_lab, pcap, args.loops,
-                                   work, 0, 100 + n, raw=10)
-                runs.append(run)
-                print(fmt_row(run), flush=True)
-                time.sleep(1)
+            print(f"{os.cpu_count()} CPUs; flow.update "
+                  f"{args.update or 'default (60)'} s; {args.packets} packets x {args.loops} "
+                  f"loops per run; agent pid {agent.pid} (idle RSS {rss / 1024:.0f} MB), "
+                  f"analyzer pid {analyzer.pid}")
+            receivers = ["tcpdump", *([] if args.no_softflowd else ["softflowd"]),
+                         *(f"skygraph:{w}" for w in workers)]
+            n = 0
+            for flows in scenarios:
+                pcap = pcaps[flows]
+                print(f"\n== {flows} concurrent flows; load average before: {loadavg()}")
+                print(HEADER)
+                runs: list[Run] = []
+                for _ in range(args.runs):
+                    for kind in receivers:  # in turn: A, B, C, A, B, C ...
+                        n += 1
+                        if kind == "tcpdump":
+                            run = tcpdump_run(the_lab, pcap, args.loops)
+                        elif kind == "softflowd":
+                            run = softflowd_run(the_lab, pcap, args.loops, work, flows)
+                        else:
+                            run = skygraph_run(api, agent.pid, analyzer.pid, the_lab, pcap,
+                                               args.loops, work, 0, n,
+                                               workers=int(kind.split(":")[1]))
+                        runs.append(run)
+                        print(fmt_row(run), flush=True)
+                        time.sleep(1)
+                print(f"load average after: {loadavg()}")
+                verdicts += scenario_report(flows, runs, workers)
+            if args.markers:
+                # Latency needs update ticks: an agent with flow.update 1, one run.
+                terminate(agent)
+                procs.remove(agent)
+                config(latency_cfg, rpc, listen, data, 1)
+                agent = start_agent(latency_cfg, work, the_lab, f"{prefix}-bench", "agent-latency")
+                procs.insert(0, agent)
+                wait_for("rx0 in the graph", lambda: api.gremlin(f"G.V().Has('Name', '{RX}')"),
+                         timeout=60)
+                print(f"\n== latency: flow.update 1, {scenarios[0]} flows, load average "
+                      f"{loadavg()}")
+                print(HEADER)
+                latency_run = skygraph_run(api, agent.pid, analyzer.pid, the_lab,
+                                           pcaps[scenarios[0]], args.loops, work, args.markers,
+                                           n + 1, workers=workers[0], label="update=1")
+                print(fmt_row(latency_run), flush=True)
     finally:
         for proc in procs:
             terminate(proc)
@@ -579,48 +725,16 @@ def main() -> int:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    print("load average after: {:.2f} {:.2f} {:.2f} (other work on the machine skews all "
-          "figures)".format(*os.getloadavg()))
-    print("\n" + LEGEND + "\n")
-    td = [r for r in runs if r.kind == "tcpdump"]
-    sg = [r for r in runs if r.kind == "skygraph"]
-    raw = [r for r in runs if r.kind.startswith("skygraph ")]
-    td_pps = statistics.median(r.pps for r in td)
-    sg_pps = statistics.median(r.pps for r in sg)
-    sent_pps = statistics.median(r.replay.pps for r in sg)
-    ratio = sg_pps / td_pps
-    drops = sum(r.dropped for r in sg)
-    print(f"median received: tcpdump {td_pps / 1e3:.0f}k pkt/s, skygraph {sg_pps / 1e3:.0f}k "
-          f"pkt/s (sender {sent_pps / 1e3:.0f}k pkt/s in the skygraph runs); "
-          f"ratio skygraph/tcpdump {ratio:.2f}")
-    for r in raw:
-        print(f"{r.kind}: {r.pps / 1e3:.0f}k pkt/s received, {r.dropped} dropped "
-              f"({r.dropped / max(r.received, 1):.1%}) — ratio to tcpdump {r.pps / td_pps:.2f}")
-    print(f"agent CPU {statistics.median(r.cpu / r.replay.seconds for r in sg):.0%} of a core "
-          f"(median), peak RSS {max(r.hwm_kb for r in sg) / 1024:.0f} MB; tcpdump CPU "
-          f"{statistics.median(r.cpu / r.replay.seconds for r in td):.0%}, peak RSS "
-          f"{max(r.rss_kb for r in td) / 1024:.0f} MB")
-    per_cpu = statistics.median(r.delivered / r.cpu for r in sg if r.cpu > 0)
-    print(f"agent: {per_cpu / 1e3:.0f}k packets delivered per agent CPU-second (median: the "
-          f"agent's cost per packet, less sensitive to the machine's load than rates)")
-    settles = [(r.flow_writes, r.replay.seconds, r.settle) for r in sg if r.settle is not None]
-    if settles:
-        writes = statistics.median(w for w, _, _ in settles)
-        rate = statistics.median(w / (secs + settle) for w, secs, settle in settles)
-        settle = statistics.median(settle for _, _, settle in settles)
-        print(f"analyzer: {writes:.0f} flow updates written per run, {rate:.0f}/s over replay + "
-              f"settle; settle {settle:.1f} s (medians)")
-    samples = [s for r in sg for s in r.latency]
-    if samples:
-        print("flow update latency, " + summary("tick->graph", [s[0] for s in samples]))
+    print("\n" + LEGEND)
+    if latency_run is not None and latency_run.latency:
+        samples = latency_run.latency
+        print("\nflow update latency, " + summary("tick->graph", [s[0] for s in samples]))
         print("flow update latency, " + summary("send->graph", [s[1] for s in samples]))
-    no_drops = drops == 0
-    fast_enough = ratio >= MIN_RATIO
-    print(f"\nno kernel drops at top speed: {'PASS' if no_drops else 'FAIL'} "
-          f"({drops} dropped over {len(sg)} runs)")
-    print(f"received >= {MIN_RATIO} x tcpdump: {'PASS' if fast_enough else 'FAIL'} "
-          f"({ratio:.2f})")
-    return 3 if args.strict and not (no_drops and fast_enough) else 0
+    print(f"\nload average at the end: {loadavg()} (other work on the machine skews all "
+          "figures)")
+    for v in verdicts:
+        print(f"{v.name}: {'PASS' if v.ok else 'FAIL'} ({v.detail})")
+    return 0 if all(v.ok for v in verdicts) else 1
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ class FastPath:
         # id(FlowState) -> ((record index, sub-packet depth), state): the exact path's
         # touches since the last flush, ordered with the summed ones when applied.
         self._touches: dict[int, tuple[tuple[int, int], FlowState]] = {}
+        self._pending = False  # sums left in the extension by `run_blocks(settle=False)`
 
     @property
     def native(self) -> bool:
@@ -102,14 +103,26 @@ class FastPath:
         """Packets accounted by per-flow sums rather than one by one."""
         return self._batched
 
+    def settle(self) -> None:
+        """Apply the sums a `run_blocks(settle=False)` left pending: the table is then
+        exact for any other use (ticks, flush, per-packet feeding, reading flows)."""
+        if self._pending:
+            self._pending = False
+            self._flush()
+
     def block_size(self) -> int:
         """Bytes of pcap per block."""
         return BLOCK
 
     # ---- driving ------------------------------------------------------------
     def run_blocks(self, blocks: Iterable[Block], info: PcapInfo,
-                   collect: Callable[[list[Flow]], None]) -> None:
-        """Feed blocks of records to the table; `collect` gets what the ticks send."""
+                   collect: Callable[[list[Flow]], None], settle: bool = True) -> None:
+        """Feed blocks of records to the table; `collect` gets what the ticks send.
+
+        `settle=False` (a live reader, called again and again): the per-flow sums stay
+        in the extension after the call, applied at the next tick, eviction risk or
+        `settle()` -- Python then touches a busy flow once per tick, not once per call.
+        Whoever uses the table between two calls must `settle()` first."""
         # Flows are long-lived and hold no cycles: the cyclic GC would only walk the
         # growing table again and again while they are created, and once more in the
         # young generations after.  After a run that created many objects, they are
@@ -121,10 +134,16 @@ class FastPath:
             if self._tracker is None:
                 self._run_per_packet(blocks, info, collect)
             else:
+                done = False
                 try:
                     self._run_blocks(blocks, info, collect)
+                    done = True
                 finally:
-                    self._flush()
+                    if settle or not done:
+                        self._flush()
+                        self._pending = False
+                    else:
+                        self._pending = True
         finally:
             if enabled:
                 if gc.get_count()[0] > PROMOTE_AFTER:
@@ -153,9 +172,11 @@ class FastPath:
                     collect: Callable[[list[Flow]], None]) -> None:
         tracker = self._tracker
         assert tracker is not None
-        # The table may have changed since the last call (ticks, flush, other feeds).
-        tracker.invalidate()
-        self._sweep()
+        if not self._pending:
+            # The table may have changed since the last call (ticks, flush, other feeds);
+            # with sums pending it has not (`settle` comes first).
+            tracker.invalidate()
+            self._sweep()
         little, ns = info.byte_order == "<", info.nanosecond
         try:
             for block in blocks:

@@ -154,8 +154,8 @@ class Pipeline:
             assert self.target is not None
             for block in blocks:
                 self.target.packets(list(frames_of(block, info)))
-        if self._fast is not None:
-            self._fast.run_blocks(blocks, info, self.emit)
+        if self._fast is not None:  # sums kept in C until the table is next used
+            self._fast.run_blocks(blocks, info, self.emit, settle=False)
 
     def feed(self, data: bytes, ts_ns: int, wire_length: int,
              link_type: int | None = None) -> None:
@@ -166,6 +166,7 @@ class Pipeline:
             self.target.packets([(ts_ns, wire_length, data)])
         table = self.table
         if table is not None:
+            self._settle()
             sent = table.tick(ts_ns // 1_000_000)
             if sent:
                 self.emit(sent)
@@ -181,7 +182,13 @@ class Pipeline:
 
     def tick(self, now_ms: int) -> None:
         if self.table is not None:
+            self._settle()
             self.emit(self.table.tick(now_ms))
+
+    def _settle(self) -> None:
+        """The batch path's pending sums into the table, before any other use of it."""
+        if self._fast is not None:
+            self._fast.settle()
 
     def emit(self, flows: list[Flow]) -> None:
         if not flows:
@@ -200,6 +207,7 @@ class Pipeline:
     def flush(self) -> None:
         """Every flow still in the table goes out now (end of a capture or stream)."""
         if self.table is not None:
+            self._settle()
             self.emit(self.table.flush())
 
     def close(self) -> None:
