@@ -285,6 +285,7 @@ class Taken:
     blocks: list[Block]
     count: int  # packets
     bases: list[int]
+    taken: int = 0  # ring blocks read (0: none was ready)
 
 
 def _load_ring_records() -> Callable[[Any, list[int], int, bool], bytes | None] | None:
@@ -386,11 +387,12 @@ class Ring:
             current = (current + 1) % self.geometry.block_nr
         self._current = current
         if not bases:
-            return Taken([], 0, [])
+            return Taken([], 0, [], 0)
         records = _ring_records(mm, bases, size, self.link_header) if _ring_records else None
         if records is not None:
             offsets = memoryview(records).cast("q")
-            return Taken([Block(mm, offsets)] if len(offsets) else [], len(offsets), bases)
+            return Taken([Block(mm, offsets)] if len(offsets) else [], len(offsets), bases,
+                         len(bases))
         blocks, count = [], 0
         for base in bases:  # without the extension, or a block it cannot read in place
             batch = parse_block(mm, base, self.link_header)
@@ -398,7 +400,7 @@ class Ring:
             if batch.count:
                 blocks.append(batch.block)
                 count += batch.count
-        return Taken(blocks, count, [])
+        return Taken(blocks, count, [], len(bases))
 
     def give_back(self, taken: Taken) -> None:
         """Hand the blocks of `taken` back to the kernel (their records are gone)."""

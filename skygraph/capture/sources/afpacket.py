@@ -42,6 +42,7 @@ from skygraph.capture.sources.base import (
 from skygraph.capture.sources.pipeline import Pipeline, Reader, excluded, open_target
 from skygraph.topology.netns import run_in
 
+TAKE_BLOCKS = 4  # ring blocks handed to the batch path per call (then given back)
 # Capture types served by the TPACKET ring ("" is the default type of these nodes).
 RING_TYPES = frozenset({"", "afpacket"})
 
@@ -176,17 +177,23 @@ class AfpacketSource(Reader):
         self.pipeline = Pipeline(self.ctx, self.node.tid, self.link_type, target)
 
     def _read(self) -> None:
-        """Read the ready blocks, at most one ring's worth (then look at the clock), and
-        feed them to the flow table in one go: the batch path's per-call work (applying
-        its sums to every touched flow) is then paid once, not once per block."""
+        """Read the ready blocks, at most one ring's worth (then look at the clock), a
+        few at a time: blocks go back to the kernel as soon as the batch path has
+        summed them (a block the reader holds is one the kernel cannot fill), while
+        each call's fixed cost is spread over several blocks."""
         ring = self._ring
         assert ring is not None and self.pipeline is not None
-        taken = ring.take(self._geometry.block_nr)
-        try:
-            if taken.blocks:
-                self.pipeline.feed_blocks(taken.blocks, self._info)
-        finally:
-            ring.give_back(taken)
+        left = self._geometry.block_nr
+        while left > 0:
+            taken = ring.take(min(left, TAKE_BLOCKS))
+            if not taken.taken:
+                return
+            left -= taken.taken
+            try:
+                if taken.blocks:
+                    self.pipeline.feed_blocks(taken.blocks, self._info)
+            finally:
+                ring.give_back(taken)
 
     def _wait(self, timeout_ms: int) -> None:
         assert self._ring is not None
