@@ -1,57 +1,55 @@
 """Live pipeline benchmark: tcpreplay at top speed into a veth, captured by a
 real `skygraph agent` (afpacket) feeding a `skygraph analyzer`, against
-`tcpdump -w /dev/null` on the same veth as the reference receiver.
+`tcpdump -w /dev/null` and `softflowd -i` (C, live flow accounting) on the
+same veth, in turn.
 
 Builds two namespaces joined by a veth (sender `tx0`, receiver `rx0`; names
-carry a per-run prefix and are removed at the end), generates a deterministic
-pcap with benchmarks/flowtable.py's generator (default 500,000 packets, 5,000
-flows: TCP sessions, UDP, ICMP echo, 10 % of the flows inside VXLAN), starts
-`skygraph analyzer` (embedded graph, temporary data directory) and `skygraph
-agent` (the receiving namespace reported as its host, flow.update 1 s (--update),
-capture counters every 0.5 s), then alternates, `--runs` times each:
+carry a per-run prefix and are removed at the end) and, per scenario
+(`--flows`, default 1,000 and 10,000 concurrent flows), a deterministic pcap
+with benchmarks/flowtable.py's generator (default 1,000,000 small packets:
+TCP sessions, UDP, ICMP echo, 10 % of the flows inside VXLAN, all flows
+interleaved).  It starts `skygraph analyzer` (embedded graph, temporary data
+directory) and `skygraph agent` (the receiving namespace reported as its
+host, the default configuration but for capture counters every 0.5 s), then
+per scenario alternates `--runs` times: tcpdump, softflowd, skygraph with
+each `--workers` value (A, B, C, D, A, B, C, D ...), each during one
+`tcpreplay --topspeed --preload-pcap` of the pcap from the sender namespace:
 
-- tcpdump: `tcpdump -i rx0 -n -w /dev/null` in the receiving namespace while
-  `tcpreplay --topspeed --preload-pcap --loop N` replays the pcap from the
-  sender namespace; its "captured / received by filter / dropped by kernel"
-  lines, its CPU time and peak RSS (wait4 rusage);
-- skygraph: a capture on rx0 created with REST `POST /api/capture`, the same
-  replay; the capture's `Captures` counters on the rx0 node read through
-  Gremlin (PacketsReceived, PacketsDropped: the kernel's ring statistics),
-  the agent's CPU (utime+stime from /proc/<pid>/stat over the replay) and
-  memory (VmRSS, VmHWM), the analyzer's CPU (with its graph server), the time
-  until the packets of the outer flows of this capture in the graph add up to
-  what the ring accepted ("settle") and the flow updates the analyzer wrote
-  meanwhile (`/api/status`), then `--markers` latency samples, then
-  `DELETE /api/capture/<id>`.
+- tcpdump: `tcpdump -i rx0 -n -w /dev/null`; its "received by filter /
+  dropped by kernel" lines, CPU time and peak RSS (wait4 rusage);
+- softflowd: `softflowd -i rx0 -d -m 2xflows -n 127.0.0.1:9`; libpcap's
+  counters from `softflowctl statistics`, its CPU from /proc over the replay;
+- skygraph: a capture on rx0 created with REST `POST /api/capture`
+  (`Workers` readers), the same replay; the capture's counters read through
+  Gremlin once they stop moving (PacketsReceived, PacketsDropped: the kernel
+  ring statistics of all its readers), the agent's CPU over the replay and
+  memory, the analyzer's CPU (with its graph server), then `DELETE` (the
+  final flows) and the time until the packets of the capture's outer flows in
+  the graph add up to what the rings delivered ("settle").
+
+Then a latency phase: the agent restarted with `flow.update: 1`, one more
+skygraph run, `--markers` samples: one UDP packet of a new flow is replayed;
+the agent sends it on its next update tick, stamped with that tick's
+wall-clock time (`LastUpdateMetric.Last`, ms); the script polls
+`G.Flows().Has('Network.A', ip)` every 10 ms.  "tick->graph" = seen -
+LastUpdateMetric.Last; "send->graph" = seen - send time (adds the wait for
+the tick, 0..1 s).
 
 skygraph runs as `python -m skygraph.cli` from the checkout holding this
-script (its parent directory is the working directory), so running the
-script from a `git archive` copy measures that commit.
+script, so running the script from a `git archive` copy measures that commit.
+Delivered rate = (kernel-received - kernel-dropped) / the replay's duration
+as tcpreplay reports it.  Lost on the veth (sender TX drops) is reported
+apart: no receiver saw those.
 
-Received rate = packets that reached the receiver (kernel-received minus
-kernel-dropped) / the replay's duration as tcpreplay reports it.  Lost on
-the veth (sender's TX drops, e.g. a full backlog) is reported apart: neither
-receiver saw those.
+Targets (issue 16), per scenario and Workers value: kernel drops < 0.1 %,
+delivered rate >= 0.9 x tcpdump's (medians), every delivered packet in the
+graph.  Exit status 0 when every target is met, 1 when one is missed, 2 when
+the measurement could not run.
 
-Latency: after the load has settled, one UDP packet of a new flow is
-replayed; the agent sends it on its next flow update tick, stamped with that
-tick's wall-clock time (`LastUpdateMetric.Last`, ms); the script polls
-`G.Flows().Has('Network.A', ip)` every 10 ms and takes the first time it
-answers.  "tick->graph" = seen - LastUpdateMetric.Last (agent table tick ->
-gRPC -> analyzer flow sink -> graph write -> Gremlin read; same host clock;
-10 ms polling resolution plus one query), "send->graph" = seen - send time
-(adds the wait for the tick, 0..1 s).
+    .venv/bin/python benchmarks/pipeline.py [--packets N] [--flows N,N] [--runs N]
+        [--workers N,N] [--no-softflowd] [--markers N] [--update S] [--keep DIR]
 
-Targets (issue 7): no kernel drops at the sender's top speed, and a received
-rate >= 0.9 x tcpdump's (medians).  `--raw-runs` adds captures with
-`RawPacketLimit` set (kept per flow: the batch fast path cannot be used), as
-separate, labelled lines outside the verdict.
-
-    .venv/bin/python benchmarks/pipeline.py [--packets N] [--flows N] [--loops N]
-        [--runs N] [--markers N] [--update S] [--raw-runs N] [--keep DIR] [--strict]
-
-Needs root, tcpreplay and tcpdump (scripts/install.sh).  Exit status 0 when
-the measurement ran (PASS or FAIL printed); with --strict, 3 on FAIL.
+Needs root, tcpreplay, tcpdump and softflowd (scripts/install.sh).
 """
 
 from __future__ import annotations
