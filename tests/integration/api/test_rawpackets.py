@@ -113,7 +113,7 @@ def test_pcap_from_rest_cli_and_graphql(analyzer_at: Any, bolt_server: BoltServe
 
         # ... and on the graph database directly (no analyzer), with BPF
         graph = ["--graph-uri", bolt_server.uri, "--graph-user", bolt_server.user,
-                 "--graph-password", bolt_server.password]
+                 f"--graph-password={bolt_server.password}"]
         local = tmp_path / "local.pcap"
         done = cli("query", seed + ".BPF('icmp[icmptype] == 0')", "--format", "pcap", "-o",
                    str(local), *graph)

@@ -138,7 +138,7 @@ def lab(bolt_server: BoltServer) -> Iterator[Lab]:
     common = ("--prefix", prefix, "--dir", str(directory))
     up = skygraph("lab", "up", *common, "--listen", listen, "--rpc", f"127.0.0.1:{free_port()}",
                   "--flow-update", "1", "--graph-uri", bolt_server.uri, "--graph-user",
-                  bolt_server.user, "--graph-password", bolt_server.password)
+                  bolt_server.user, f"--graph-password={bolt_server.password}")
     try:
         assert up.returncode == 0, up.stderr
         yield Lab(prefix, directory, listen, bolt_server)
