@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FASTFLOW_VERSION 5
+#define FASTFLOW_VERSION 6
 
 /* results of run(): block done, tick due, record for the exact path, ICMP echo
  * event, sums to apply (a packet counter is near its limit), queue full */
@@ -56,6 +56,7 @@ typedef struct {
     PyObject *state; /* FlowState (strong reference); NULL: free */
     uint64_t uuid;   /* the flow's UUID as a number (it is hex_id of one) */
     int32_t next_free;
+    int32_t raw_left; /* raw packets the flow still keeps (RawPacketLimit) */
 } Cold;
 
 _Static_assert(sizeof(Hot) == 64, "a slot's hot part is one cache line");
@@ -68,6 +69,8 @@ typedef struct {
     PyObject_HEAD
     PyObject *get;             /* FlowTable.get */
     int l2, tcp_fast, exact_only;
+    int raw_limit;             /* RawPacketLimit: each flow's first packets kept */
+    PyObject *raw_packet;      /* the RawPacket class they are kept as */
     uint16_t mpls_port;
     uint64_t special[1024];    /* UDP ports whose payload the decoder decodes (bitmap) */
     uint64_t vx_special[1024]; /* the same without the VXLAN ports */
@@ -93,7 +96,8 @@ typedef struct {
     PyObject *strings[S_COUNT];
 } Tracker;
 
-static PyObject *s_a_num, *s_rtt_start, *s_flow, *s_metric, *s_rtt, *s_uuid;
+static PyObject *s_a_num, *s_rtt_start, *s_flow, *s_metric, *s_rtt, *s_uuid, *s_raw_captured,
+    *s_last_raw;
 
 static inline int port_in(const uint64_t *set, uint16_t port)
 {
@@ -252,6 +256,26 @@ static inline void set_icmp_mode(Hot *h, int mode)
     h->bits = (uint8_t)((h->bits & ~(3 << B_ICMP_SHIFT)) | (mode & 3) << B_ICMP_SHIFT);
 }
 
+/* The raw packets a flow still keeps: RawPacketLimit - its RawPacketsCaptured
+ * (0 without a limit), -1 on error. */
+static int raw_left_of(const Tracker *t, PyObject *state)
+{
+    if (t->raw_limit <= 0)
+        return 0;
+    PyObject *flow = PyObject_GetAttr(state, s_flow);
+    if (!flow)
+        return -1;
+    PyObject *n = PyObject_GetAttr(flow, s_raw_captured);
+    Py_DECREF(flow);
+    if (!n)
+        return -1;
+    long captured = PyLong_AsLong(n);
+    Py_DECREF(n);
+    if (captured == -1 && PyErr_Occurred())
+        return -1;
+    return captured < t->raw_limit ? t->raw_limit - (int)(captured > 0 ? captured : 0) : 0;
+}
+
 static int32_t bind(Tracker *t, uint64_t key, PyObject *state, int icmp)
 {
     PyObject *a = PyObject_GetAttr(state, s_a_num);
@@ -263,6 +287,9 @@ static int32_t bind(Tracker *t, uint64_t key, PyObject *state, int icmp)
         return -2;
     int mode = icmp ? icmp_mode_of(state) : 0;
     if (mode < 0)
+        return -2;
+    int raw = raw_left_of(t, state);
+    if (raw < 0)
         return -2;
     int32_t idx;
     if (t->free_head >= 0) {
@@ -285,6 +312,7 @@ static int32_t bind(Tracker *t, uint64_t key, PyObject *state, int icmp)
     }
     Py_INCREF(state);
     t->cold[idx].state = state;
+    t->cold[idx].raw_left = raw;
     h->a_num = a_num;
     h->epoch = t->epoch;
     set_icmp_mode(h, mode);
@@ -307,11 +335,13 @@ static int32_t lookup(Tracker *t, uint64_t key, int icmp)
         return -2;
     if (idx >= 0) {
         if (state == t->cold[idx].state) {
-            /* the exact path may have moved the echo state on */
+            /* the exact path may have moved the echo state on, or kept raw packets */
             int mode = icmp ? icmp_mode_of(state) : 0;
+            int raw = mode < 0 ? -1 : raw_left_of(t, state);
             Py_DECREF(state);
-            if (mode < 0)
+            if (mode < 0 || raw < 0)
                 return -2;
+            t->cold[idx].raw_left = raw;
             t->hot[idx].epoch = t->epoch;
             set_icmp_mode(&t->hot[idx], mode);
             return idx;
@@ -421,14 +451,22 @@ static inline void add(Tracker *t, int32_t idx, uint64_t src, int64_t size, uint
 static int Tracker_init(Tracker *t, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"get", "l2", "tcp_fast", "exact_only", "mpls_port", "special",
-                            "fold", "types", "strings", NULL};
-    PyObject *get, *special, *types, *strings;
-    int l2, tcp_fast, exact_only, mpls_port;
+                            "fold", "types", "strings", "raw_limit", "raw_packet", NULL};
+    PyObject *get, *special, *types, *strings, *raw_packet = Py_None;
+    int l2, tcp_fast, exact_only, mpls_port, raw_limit = 0;
     Py_buffer fold;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OpppiOy*O!O!", names, &get, &l2, &tcp_fast,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OpppiOy*O!O!|iO", names, &get, &l2, &tcp_fast,
                                      &exact_only, &mpls_port, &special, &fold, &PyTuple_Type,
-                                     &types, &PyTuple_Type, &strings))
+                                     &types, &PyTuple_Type, &strings, &raw_limit, &raw_packet))
         return -1;
+    if (raw_limit < 0 || (raw_limit > 0 && !PyCallable_Check(raw_packet))) {
+        PyBuffer_Release(&fold);
+        PyErr_SetString(PyExc_ValueError,
+                        "Tracker: raw_limit must be >= 0, with raw_packet the RawPacket class");
+        return -1;
+    }
+    Py_INCREF(raw_packet);
+    Py_XSETREF(t->raw_packet, raw_packet);
     if (PyTuple_GET_SIZE(types) != T_COUNT || PyTuple_GET_SIZE(strings) != S_COUNT) {
         PyBuffer_Release(&fold);
         PyErr_SetString(PyExc_ValueError, "Tracker: unexpected types or strings");
@@ -480,6 +518,7 @@ static int Tracker_init(Tracker *t, PyObject *args, PyObject *kw)
     t->l2 = l2;
     t->tcp_fast = tcp_fast;
     t->exact_only = exact_only;
+    t->raw_limit = raw_limit;
     t->mpls_port = (uint16_t)mpls_port;
     t->free_head = -1;
     return 0;
@@ -517,6 +556,7 @@ static void clear_slots(Tracker *t)
 static int Tracker_traverse(Tracker *t, visitproc visit, void *arg)
 {
     Py_VISIT(t->get);
+    Py_VISIT(t->raw_packet);
     for (int i = 0; i < T_COUNT; i++)
         Py_VISIT(t->types[i]);
     for (int i = 0; i < S_COUNT; i++)
@@ -530,6 +570,7 @@ static int Tracker_clear(Tracker *t)
 {
     release(t);
     Py_CLEAR(t->get);
+    Py_CLEAR(t->raw_packet);
     for (int i = 0; i < T_COUNT; i++)
         Py_CLEAR(t->types[i]);
     for (int i = 0; i < S_COUNT; i++)
@@ -852,6 +893,81 @@ static PyObject *exact_record(int64_t index, const uint8_t *f, int64_t incl, int
                      PyLong_FromLongLong(orig), fast ? fast : Py_NewRef(Py_None));
 }
 
+/* One more raw packet of a flow (RawPacketLimit), as flowstate.keep_raw keeps it:
+ * RawPacketsCaptured + 1 and a RawPacket(ms, that number, data, Ethernet) at the end
+ * of LastRawPackets.  Kept at once (not queued): a flow the extension sums is in the
+ * table, and its packets the exact path takes come back as steps, in file order. */
+static int keep_raw(Tracker *t, PyObject *state, int64_t ts, const uint8_t *data, Py_ssize_t n)
+{
+    PyObject *flow = PyObject_GetAttr(state, s_flow);
+    if (!flow)
+        return -1;
+    PyObject *raw = NULL, *kept = NULL, *grown = NULL, *number = NULL;
+    PyObject *captured = PyObject_GetAttr(flow, s_raw_captured);
+    long k = captured ? PyLong_AsLong(captured) : -1;
+    Py_XDECREF(captured);
+    if (k == -1 && PyErr_Occurred())
+        goto done;
+    if (!(number = PyLong_FromLong(k + 1)))
+        goto done;
+    PyObject *args[4] = {PyLong_FromLongLong(ts / 1000000), number,
+                         PyBytes_FromStringAndSize((const char *)data, n), PyLong_FromLong(1)};
+    if (args[0] && args[2] && args[3])
+        raw = PyObject_Vectorcall(t->raw_packet, args, 4, NULL);
+    Py_XDECREF(args[0]);
+    Py_XDECREF(args[2]);
+    Py_XDECREF(args[3]);
+    if (!raw || !(kept = PyObject_GetAttr(flow, s_last_raw)))
+        goto done;
+    if (!PyTuple_Check(kept)) {
+        PyErr_SetString(PyExc_TypeError, "keep_raw: Flow.last_raw_packets is not a tuple");
+        goto done;
+    }
+    Py_ssize_t size = PyTuple_GET_SIZE(kept);
+    if (!(grown = PyTuple_New(size + 1)))
+        goto done;
+    for (Py_ssize_t i = 0; i < size; i++)
+        PyTuple_SET_ITEM(grown, i, Py_NewRef(PyTuple_GET_ITEM(kept, i)));
+    PyTuple_SET_ITEM(grown, size, raw);
+    raw = NULL;
+    if (PyObject_SetAttr(flow, s_last_raw, grown) == 0
+        && PyObject_SetAttr(flow, s_raw_captured, number) == 0) {
+        Py_DECREF(grown);
+        Py_DECREF(kept);
+        Py_DECREF(number);
+        Py_DECREF(flow);
+        return 0;
+    }
+done:
+    Py_XDECREF(grown);
+    Py_XDECREF(kept);
+    Py_XDECREF(raw);
+    Py_XDECREF(number);
+    Py_DECREF(flow);
+    return -1;
+}
+
+/* A summed packet the flows of `outer` (-1: none) and `slot` keep, the outer flow's
+ * first (as the per-packet path keeps them); a VXLAN inner flow's starts at its
+ * Ethernet header. */
+static int run_raw(Run *r, int32_t outer, int32_t slot, const uint8_t *f, int64_t incl,
+                   int64_t ts)
+{
+    Tracker *t = r->t;
+    if (run_python(r) < 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        int32_t idx = i ? slot : outer;
+        int64_t at = i && outer >= 0 ? VXLAN_HEADERS : 0;
+        if (idx < 0 || t->cold[idx].raw_left <= 0 || at > incl)
+            continue;
+        t->cold[idx].raw_left--;
+        if (keep_raw(t, t->cold[idx].state, ts, f + at, incl - at) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* The slot of a common-case flow: >= 0, -1 not in the table, -2 error.  A slot
  * checked in this epoch needs no Python. */
 static int32_t run_lookup(Run *r, uint64_t key, int icmp)
@@ -974,6 +1090,9 @@ static int run_record(Run *r, Ahead *ring, const uint8_t *data, Py_ssize_t len,
         return 1;
     }
     t->counted++;
+    if (t->raw_limit && ((vx && t->cold[oslot].raw_left > 0) || t->cold[slot].raw_left > 0)
+        && run_raw(r, vx ? oslot : -1, slot, f, incl, ts) < 0)
+        return 1;
     Hot *h = &t->hot[slot];
     if (own->proto == 6 && (own->flags & 0x07)) { /* FIN, SYN, RST */
         if (run_event(r, slot, own->flags, src == h->a_num, ts, own->ttl) < 0)
@@ -1285,6 +1404,7 @@ static PyTypeObject *record_types[] = {&StepType, &RecordType, &NewFlowType, &Tc
                                        &EchoEventType, &SumsType};
 static const char *record_names[] = {"Step", "Record", "NewFlow", "TcpEvent", "EchoEvent",
                                      "Sums"};
+#define RECORD_TYPES ((int)(sizeof record_types / sizeof record_types[0]))
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fastflow", "The flow table's common case at C speed.", -1,
@@ -1301,12 +1421,15 @@ PyMODINIT_FUNC PyInit__fastflow(void)
     s_metric = PyUnicode_InternFromString("metric");
     s_rtt = PyUnicode_InternFromString("rtt");
     s_uuid = PyUnicode_InternFromString("uuid");
-    if (!s_a_num || !s_rtt_start || !s_flow || !s_metric || !s_rtt || !s_uuid)
+    s_raw_captured = PyUnicode_InternFromString("raw_packets_captured");
+    s_last_raw = PyUnicode_InternFromString("last_raw_packets");
+    if (!s_a_num || !s_rtt_start || !s_flow || !s_metric || !s_rtt || !s_uuid || !s_raw_captured
+        || !s_last_raw)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m)
         return NULL;
-    for (int i = 0; i < 6; i++) {
+    for (int i = 0; i < RECORD_TYPES; i++) {
         if (!record_types[i]->tp_name
             && PyStructSequence_InitType2(record_types[i], &record_descs[i]) < 0) {
             Py_DECREF(m);

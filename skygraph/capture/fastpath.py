@@ -11,7 +11,9 @@ records (`Step`, `Record`, `NewFlow`, `TcpEvent`, `EchoEvent`, `Sums`) --
 queued with the next result, or as the result itself -- and takes the exact
 path of `FlowTable`: records outside the common case and those creating a
 flow (the C side builds their View and Keys), TCP SYN/FIN/RST and ICMP echo
-until the RTT is known (their state events, `tcp_flags`/`echo_rtt`), and the
+until the RTT is known (their state events, `tcp_flags`/`echo_rtt`), a flow's
+first RawPacketLimit packets (kept by the extension as `flowstate.keep_raw`
+keeps them), and the
 update/expire ticks, cut exactly where the per-packet path has them.  The
 sums are applied before every tick, before an insertion that could make the
 LRU evict, and at the end of each `run_blocks`, leaving the LRU order the
@@ -44,12 +46,12 @@ from skygraph.capture.flowstate import FlowState, echo_rtt, tcp_flags
 from skygraph.capture.packet import View
 from skygraph.capture.pcapfile import Block, PcapInfo
 from skygraph.capture.table import FlowTable
-from skygraph.topology.flow import Flow, icmpv4_type
+from skygraph.topology.flow import Flow, RawPacket, icmpv4_type
 
 if TYPE_CHECKING:
     from skygraph.capture._fastflow import EchoEvent, Record, Tracker
 
-NATIVE_VERSION = 5  # FASTFLOW_VERSION of the _fastflow.c this module drives
+NATIVE_VERSION = 6  # FASTFLOW_VERSION of the _fastflow.c this module drives
 BLOCK = 1 << 20  # bytes of pcap per block with the extension (fits in a core's cache)
 TOUCHES_MAX = 1 << 15  # exact-path touches kept before the sums are applied
 PROMOTE_AFTER = 20_000  # objects a run allocated from which they go to the oldest GC generation
@@ -81,13 +83,14 @@ class FastPath:
         self.table = table
         opts = table.opts
         self.enabled = (table.link_type == LINKTYPE_ETHERNET and table.packet_filter is None
-                        and not opts.ip_defrag and not opts.raw_packet_limit)
+                        and not opts.ip_defrag)
         self._batched = 0  # packets accounted by per-flow sums rather than one by one
         self._tracker: Tracker | None = None
         if native is not None:
             self._tracker = native.Tracker(table.get, opts.l2_mode, not opts.reassemble_tcp,
                                            not self.enabled, opts.mpls_udp_port,
-                                           sorted(UDP_PORT_NEXT), ICMP_FOLD, TYPES, STRINGS)
+                                           sorted(UDP_PORT_NEXT), ICMP_FOLD, TYPES, STRINGS,
+                                           opts.raw_packet_limit, RawPacket)
         # id(FlowState) -> ((record index, sub-packet depth), state): the exact path's
         # touches since the last flush, ordered with the summed ones when applied.
         self._touches: dict[int, tuple[tuple[int, int], FlowState]] = {}

@@ -178,9 +178,14 @@ def update(st: FlowState, sub: SubPacket, v: View, ts_ns: int, frame: bytes,
     if opts.extra_layers:
         _extra_layers(f, sub, now, opts)
     if opts.raw_packet_limit and f.raw_packets_captured < opts.raw_packet_limit:
-        f.raw_packets_captured += 1
-        f.last_raw_packets = (*f.last_raw_packets, RawPacket(
-            now, f.raw_packets_captured, bytes(frame[sub.start:]), f.link_type()))
+        keep_raw(f, ts_ns, bytes(frame[sub.start:]))
+
+
+def keep_raw(f: Flow, ts_ns: int, data: bytes) -> None:
+    """One more of the flow's raw packets (RawPacketLimit: the caller checked)."""
+    f.raw_packets_captured += 1
+    f.last_raw_packets = (*f.last_raw_packets, RawPacket(
+        ts_ns // 1_000_000, f.raw_packets_captured, data, f.link_type()))
 
 
 def echo_rtt(st: FlowState, icmp_type: int, ts_ns: int) -> None:

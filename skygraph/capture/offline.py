@@ -60,8 +60,18 @@ class Result:
     flows: list[Flow]
     packets: int
     dropped: int
-    raw: list[tuple[RawPacket, int]] = field(default_factory=list)  # packet, flow order
+    # the raw packets of each flow as it was sent (tuples: what was sent, not a later
+    # state), and the flow's UUID; `raw` lists them with the flow's place in `flows`
+    raw_sent: list[tuple[tuple[RawPacket, ...], str]] = field(default_factory=list)
     batched: int = 0  # packets the batch path summed per flow
+
+    @property
+    def raw(self) -> list[tuple[RawPacket, int]]:
+        """(raw packet, index of its flow in `flows`), in the order the flows were sent."""
+        if not self.raw_sent:
+            return []
+        order = {f.uuid: i for i, f in enumerate(self.flows)}
+        return [(p, order[u]) for packets, u in self.raw_sent for p in packets]
 
 
 def options_from_args(args: argparse.Namespace) -> CaptureOptions:
@@ -86,11 +96,12 @@ def process_file(path: Path, opts: CaptureOptions, bpf: str = "", node_tid: str 
     table = FlowTable(opts, settings, node_tid, info.link_type,
                       packet_filter=program.matches if program is not None else None)
     done: dict[str, Flow] = {}
-    raw: list[tuple[RawPacket, str]] = []
+    raw: list[tuple[tuple[RawPacket, ...], str]] = []
 
     def collect(sent: Iterable[Flow]) -> None:
         for f in sent:
-            raw.extend((p, f.uuid) for p in f.last_raw_packets)
+            if f.last_raw_packets:
+                raw.append((f.last_raw_packets, f.uuid))
             done[f.uuid] = f
 
     fast_path = FastPath(table)
@@ -111,11 +122,7 @@ def process_file(path: Path, opts: CaptureOptions, bpf: str = "", node_tid: str 
     collect(remaining)
     flows = _parents_first(done)
     done.clear()
-    ordered_raw: list[tuple[RawPacket, int]] = []
-    if raw:
-        order = {f.uuid: i for i, f in enumerate(flows)}
-        ordered_raw = [(p, order[u]) for p, u in raw]
-    return Result(flows, table.packets, table.dropped, ordered_raw, fast_path.batched)
+    return Result(flows, table.packets, table.dropped, raw, fast_path.batched)
 
 
 def _parents_first(by_uuid: dict[str, Flow]) -> list[Flow]:

@@ -81,7 +81,8 @@ class EmbeddedServer:
             self.config.data_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(16) + "\n")   # hex: never begins with "-", which a command line would take for an option
+                # hex: never begins with "-", which a command line takes for an option
+                f.write(secrets.token_hex(16) + "\n")
         return path.read_text().strip()
 
     @property

@@ -111,6 +111,30 @@ def test_benchmark_traffic_same_flows(tmp_path: Path, mode: str,
     assert tcp and all(f.metric.rtt > 0 and f.finish_type.name == "TCP_FIN" for f in tcp)
 
 
+@pytest.mark.parametrize("limit", [1, 3])
+def test_raw_packets_kept_by_the_extension_as_by_the_per_packet_path(
+        tmp_path: Path, limit: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # RawPacketLimit on the batch path: each flow's first packets (a VXLAN inner flow's
+    # from its Ethernet header), numbered and timed as the per-packet path keeps them,
+    # with the packets the exact path takes in between (a flow's first, IP options)
+    path = tmp_path / "bench.pcap"
+    benchmark_module().generate(path, 24_000, 400)
+    opts = CaptureOptions(raw_packet_limit=limit)
+    c, fallback, slow = three_ways(path, monkeypatch, opts, block_size=64 << 10)
+    assert c.batched > 0.9 * c.packets                  # not the per-packet path in disguise
+    assert flows_json(c) == flows_json(fallback) == flows_json(slow)
+    def kept(r: Result) -> list[tuple[str, object]]:
+        return [(f.uuid, f.last_raw_packets) for f in r.flows]
+    assert kept(c) == kept(fallback) == kept(slow)
+    assert c.raw == slow.raw and len(c.raw) == limit * len(c.flows)
+    inner = next(f for f in c.flows if f.parent_uuid)   # starts at its own Ethernet header
+    outer = next(f for f in c.flows if f.uuid == inner.parent_uuid)
+    assert inner.link is not None and outer.link is not None
+    assert outer.last_raw_packets[0].data[:6].hex(":") in (outer.link.a, outer.link.b)
+    assert inner.last_raw_packets[0].data[:6].hex(":") in (inner.link.a, inner.link.b)
+    assert all(f.raw_packets_captured == limit for f in c.flows)
+
+
 def _at(packets: list[Packet], start: float = 1_700_000_000.0, gap: float = 0.001
         ) -> list[Packet]:
     for i, p in enumerate(packets):
@@ -237,9 +261,9 @@ def test_blocks_fed_one_by_one_between_outside_ticks_and_feeds(tmp_path: Path) -
 
 @pytest.mark.parametrize("opts", [CaptureOptions(raw_packet_limit=2),
                                   CaptureOptions(ip_defrag=True)])
-def test_exact_only_tables_are_fed_in_order(tmp_path: Path, opts: CaptureOptions) -> None:
-    # Options the batch path does not sum (raw packets, defragmentation): every record
-    # goes to the exact path, ticks included.
+def test_tables_with_options_are_fed_in_order(tmp_path: Path, opts: CaptureOptions) -> None:
+    # Raw packets are kept by the batch path, across update and expiry ticks; with an
+    # option it does not sum (defragmentation) every record goes to the exact path.
     bench = tmp_path / "bench.pcap"
     benchmark_module().generate(bench, 3_000, 30)
     slow_file = stretched(bench, tmp_path / "slow.pcap", 1000)  # 10 ms apart
@@ -248,15 +272,18 @@ def test_exact_only_tables_are_fed_in_order(tmp_path: Path, opts: CaptureOptions
     fast, slow = FlowTable(opts, settings), FlowTable(opts, settings)
     sent_fast: list[Flow] = []
     path = FastPath(fast)
-    assert not path.enabled and path.native
+    assert path.enabled == (not opts.ip_defrag) and path.native
     path.run_blocks(pcapfile.read_blocks(slow_file, info, 8192), info, sent_fast.extend)
     sent_slow: list[Flow] = []
     for ts, data, wire in records(slow_file):
         sent_slow.extend(slow.tick(ts // 1_000_000))
         slow.feed(data, ts, wire)
-    assert path.batched == 0 and sent_slow
+    assert (path.batched == 0) == opts.ip_defrag and sent_slow
     assert [f.to_json() for f in sent_fast] == [f.to_json() for f in sent_slow]
     assert [f.to_json() for f in fast.flows()] == [f.to_json() for f in slow.flows()]
+    assert [f.last_raw_packets for f in sent_fast] == [f.last_raw_packets for f in sent_slow]
+    assert [f.last_raw_packets for f in fast.flows()] == [
+        f.last_raw_packets for f in slow.flows()]
 
 
 # ---- reading blocks -------------------------------------------------------------------
