@@ -72,9 +72,13 @@ def test_inject_icmp_between_hosts(analyzer_at, tmp_path):
         assert flows[0]["ICMP"]["ID"] == got["ICMPID"]
         assert (flows[0]["Network"]["A"], flows[0]["Network"]["B"]) == ("10.77.1.2",
                                                                          "10.77.2.2")
-        # ... and seen on the destination's eth0 too (routed: its own TrackingID)
-        assert any(f["Metric"]["ABPackets"] == 8 and f["ICMP"]["ID"] == got["ICMPID"]
-                   for f in gremlin(a, f"{dst}.Flows().Has('Application', 'ICMPv4')"))
+        # ... and seen on the destination's eth0 too (routed: its own TrackingID; that
+        # agent sends it on its own update tick)
+        def at_destination() -> list[dict[str, Any]]:
+            flows = gremlin(a, f"{dst}.Flows().Has('Application', 'ICMPv4')") or []
+            return [f for f in flows
+                    if f["Metric"]["ABPackets"] == 8 and f["ICMP"]["ID"] == got["ICMPID"]]
+        wait("the injected flow on the destination's eth0", at_destination)
 
         client.injection_delete(injection.uuid)
         assert client.injection_list() == []
