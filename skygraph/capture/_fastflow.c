@@ -226,15 +226,22 @@ static int attr_true(PyObject *obj, PyObject *name)
     return r;
 }
 
+/* state.flow.<name> (a new reference), NULL on error. */
+static PyObject *flow_attr(PyObject *state, PyObject *name)
+{
+    PyObject *flow = PyObject_GetAttr(state, s_flow);
+    if (!flow)
+        return NULL;
+    PyObject *value = PyObject_GetAttr(flow, name);
+    Py_DECREF(flow);
+    return value;
+}
+
 /* ICMP echo events still wanted by a flow: 1 requests (no request seen),
  * 2 replies (request seen, RTT unknown), 0 none (RTT known). */
 static int icmp_mode_of(PyObject *state)
 {
-    PyObject *flow = PyObject_GetAttr(state, s_flow);
-    if (!flow)
-        return -1;
-    PyObject *metric = PyObject_GetAttr(flow, s_metric);
-    Py_DECREF(flow);
+    PyObject *metric = flow_attr(state, s_metric);
     if (!metric)
         return -1;
     int rtt = attr_true(metric, s_rtt);
@@ -262,11 +269,7 @@ static int raw_left_of(const Tracker *t, PyObject *state)
 {
     if (t->raw_limit <= 0)
         return 0;
-    PyObject *flow = PyObject_GetAttr(state, s_flow);
-    if (!flow)
-        return -1;
-    PyObject *n = PyObject_GetAttr(flow, s_raw_captured);
-    Py_DECREF(flow);
+    PyObject *n = flow_attr(state, s_raw_captured);
     if (!n)
         return -1;
     long captured = PyLong_AsLong(n);
@@ -894,21 +897,18 @@ static PyObject *exact_record(int64_t index, const uint8_t *f, int64_t incl, int
 }
 
 /* One more raw packet of a flow (RawPacketLimit), as flowstate.keep_raw keeps it:
- * RawPacketsCaptured + 1 and a RawPacket(ms, that number, data, Ethernet) at the end
- * of LastRawPackets.  Kept at once (not queued): a flow the extension sums is in the
- * table, and its packets the exact path takes come back as steps, in file order. */
-static int keep_raw(Tracker *t, PyObject *state, int64_t ts, const uint8_t *data, Py_ssize_t n)
+ * RawPacketsCaptured becomes `number` and a RawPacket(ms, number, data, Ethernet)
+ * goes at the end of LastRawPackets.  Kept at once (not queued): a flow the
+ * extension sums is in the table, and its packets the exact path takes come back
+ * as steps, in file order. */
+static int keep_raw(Tracker *t, PyObject *state, long k, int64_t ts, const uint8_t *data,
+                    Py_ssize_t n)
 {
     PyObject *flow = PyObject_GetAttr(state, s_flow);
     if (!flow)
         return -1;
     PyObject *raw = NULL, *kept = NULL, *grown = NULL, *number = NULL;
-    PyObject *captured = PyObject_GetAttr(flow, s_raw_captured);
-    long k = captured ? PyLong_AsLong(captured) : -1;
-    Py_XDECREF(captured);
-    if (k == -1 && PyErr_Occurred())
-        goto done;
-    if (!(number = PyLong_FromLong(k + 1)))
+    if (!(number = PyLong_FromLong(k)))
         goto done;
     PyObject *args[4] = {PyLong_FromLongLong(ts / 1000000), number,
                          PyBytes_FromStringAndSize((const char *)data, n), PyLong_FromLong(1)};
@@ -961,8 +961,9 @@ static int run_raw(Run *r, int32_t outer, int32_t slot, const uint8_t *f, int64_
         int64_t at = i && outer >= 0 ? VXLAN_HEADERS : 0;
         if (idx < 0 || t->cold[idx].raw_left <= 0 || at > incl)
             continue;
-        t->cold[idx].raw_left--;
-        if (keep_raw(t, t->cold[idx].state, ts, f + at, incl - at) < 0)
+        /* raw_left = RawPacketLimit - RawPacketsCaptured since the slot was checked */
+        long number = t->raw_limit - t->cold[idx].raw_left-- + 1;
+        if (keep_raw(t, t->cold[idx].state, number, ts, f + at, incl - at) < 0)
             return -1;
     }
     return 0;
