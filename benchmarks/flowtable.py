@@ -17,13 +17,17 @@ DIR and reused from there), then runs these phases, printing the load average
    rounds (default 5): each round prints both wall and CPU times, packets/s,
    peak RSS and the round's ratios (wall: softflowd's time / skygraph's; CPU:
    softflowd's CPU / skygraph's); then the median of the per-round ratios.
+   skygraph runs with its default workers (`--workers 0`: one process per CPU,
+   up to 4, for files of 16 MiB or more; printed first); each round also runs
+   `--workers 1` after softflowd, whose ratio is printed for information.
    The machine may be shared: ratios of the same round are what compare.
    Target: median wall ratio >= 1.00.
 2. Exactness. One extra, untimed `skygraph flows FILE --format json` run, its
    output parsed: over the flows that are not VXLAN outer flows (LayersPath
    other than Ethernet/IPv4/UDP/VXLAN), Metric.ABPackets + Metric.BAPackets
    must sum to the packets generated (packets // flows * flows) and their
-   number must be --flows. Target: both hold.
+   number must be --flows; and `--workers 1` gives byte for byte the same
+   output as the default workers. Target: all hold.
 3. Options (issue 16, point 4). For each of `--rawpacket-limit 10`,
    `--extra-tcp-metric` and `--layer-key-mode L3`: the default command and the
    one with the option in turn (default, option, default, option ...,
@@ -44,7 +48,7 @@ The verdicts are printed at the end, one line per target:
     offline skygraph/softflowd >= 1.00 (median of N, wall): PASS|FAIL
     option --rawpacket-limit 10 cost <= 20 % (median of N, wall): PASS|FAIL
     ... (one line per option)
-    exact flows and packets: PASS|FAIL
+    exact flows and packets (..., --workers 1 identical): PASS|FAIL
 
 Exit status: 0 when every target passed, 1 when any failed (or skygraph
 exited with a non-zero status: its stderr is shown), 2 when the benchmark
@@ -175,6 +179,17 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, flo
     return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, code
 
 
+WORKERS_SCRIPT = """
+import sys
+from pathlib import Path
+from skygraph.capture import fastpath
+from skygraph.capture.offline_workers import workers_for
+from skygraph.capture.options import CaptureOptions
+n = workers_for(0, Path(sys.argv[1]), CaptureOptions(), "")
+print(("C extension" if fastpath.native else "per-packet path (no C extension)")
+      + f", default workers on this file: {n}")
+"""
+
 LIVE_FLOWS_SCRIPT = """
 import resource, sys
 from pathlib import Path
@@ -250,8 +265,10 @@ def speed_phase(cmd: list[str], env: dict[str, str], softflowd: str, pcap: Path,
     # after reading a file (it tests poll results it never polled for).
     sf_cmd = [softflowd, "-r", str(pcap), "-n", "127.0.0.1:9", "-d", "-c", "none",
               "-p", str(work / "softflowd.pid"), "-m", "65536"]
-    print(f"A: {' '.join(cmd)} {pcap} > /dev/null\nB: {' '.join(sf_cmd)}")
+    print(f"A: {' '.join(cmd)} {pcap} > /dev/null\nB: {' '.join(sf_cmd)}\n"
+          f"C: {' '.join(cmd)} {pcap} --workers 1 > /dev/null (for information)")
     ratios: list[tuple[float, float]] = []
+    alone: list[float] = []
     for rnd in range(1, repeat + 1):
         sg_time, sg_cpu, sg_rss = run_skygraph([*cmd, str(pcap)], env)
         sg_rate = packets / sg_time
@@ -264,37 +281,48 @@ def speed_phase(cmd: list[str], env: dict[str, str], softflowd: str, pcap: Path,
         sf_rate = packets / sf_time
         print(f"[{rnd}] softflowd (softflowd -r):  {sf_time:6.2f} s (CPU {sf_cpu:.2f} s)  "
               f"{sf_rate / 1e6:5.2f} M packets/s  peak RSS {sf_rss / 1024:.0f} MB")
+        one_time, one_cpu, _ = run_skygraph([*cmd, str(pcap), "--workers", "1"], env)
+        print(f"[{rnd}] skygraph --workers 1: {one_time:6.2f} s (CPU {one_cpu:.2f} s)  "
+              f"{packets / one_time / 1e6:5.2f} M packets/s")
         ratios.append((sg_rate / sf_rate, sf_cpu / sg_cpu))
+        alone.append(sf_time / one_time)
         print(f"[{rnd}] ratio skygraph/softflowd: {sg_rate / sf_rate:.2f} (wall), "
-              f"{sf_cpu / sg_cpu:.2f} (CPU)", flush=True)
+              f"{sf_cpu / sg_cpu:.2f} (CPU); with --workers 1: {sf_time / one_time:.2f} (wall)",
+              flush=True)
     wall = median([r[0] for r in ratios])
     print(f"ratio skygraph/softflowd, median of {len(ratios)} rounds: {wall:.2f} (wall), "
-          f"{median([r[1] for r in ratios]):.2f} (CPU)")
+          f"{median([r[1] for r in ratios]):.2f} (CPU); --workers 1: {median(alone):.2f} (wall)")
     load("offline phase end")
     return wall
 
 
 def exactness(cmd: list[str], env: dict[str, str], pcap: Path, packets: int,
               flows: int) -> tuple[bool, str]:
-    """One untimed JSON run, checked against the generator; return (passed, description)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.run([*cmd, str(pcap), "--format", "json"], stdout=out, stderr=err,
-                              cwd=REPO, env=env, check=False)
-        if proc.returncode != 0:
-            err.seek(0)
-            sys.stderr.write(err.read().decode(errors="replace")[-4000:])
-            raise SkygraphFailed(f"skygraph flows --format json failed with status "
-                                 f"{proc.returncode}")
-        out.seek(0)
-        result = json.load(out)
+    """Untimed JSON runs (default workers, one worker), checked against the generator and
+    against each other; return (passed, description)."""
+    text = json_output([*cmd, str(pcap), "--format", "json"], env)
+    same = json_output([*cmd, str(pcap), "--format", "json", "--workers", "1"], env) == text
+    result = json.loads(text)
     inner = [f for f in result if f.get("LayersPath") != VXLAN_OUTER]
     counted = sum(f.get("Metric", {}).get("ABPackets", 0) + f.get("Metric", {}).get("BAPackets", 0)
                   for f in inner)
-    passed = counted == packets and len(inner) == flows
+    passed = counted == packets and len(inner) == flows and same
     text = (f"packets in non-outer flows {counted:,} (generated {packets:,}), non-outer flows "
-            f"{len(inner):,} (--flows {flows:,}), VXLAN outer flows {len(result) - len(inner):,}")
+            f"{len(inner):,} (--flows {flows:,}), VXLAN outer flows {len(result) - len(inner):,}, "
+            f"--workers 1 output {'identical' if same else 'DIFFERENT'}")
     print(f"exactness: {text}: {'PASS' if passed else 'FAIL'}")
     return passed, text
+
+
+def json_output(cmd: list[str], env: dict[str, str]) -> bytes:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.run(cmd, stdout=out, stderr=err, cwd=REPO, env=env, check=False)
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.stderr.write(err.read().decode(errors="replace")[-4000:])
+            raise SkygraphFailed(f"{' '.join(cmd[-4:])} failed with status {proc.returncode}")
+        out.seek(0)
+        return out.read()
 
 
 def options_phase(cmd: list[str], env: dict[str, str], pcap: Path,
@@ -391,8 +419,7 @@ def run_all(args: argparse.Namespace, work: Path) -> int:
         generate_apart(small, 100, 10)
     timed([*cmd, str(small)], env)  # warm-up: writes the bytecode cache
     start_time, start_cpu, _ = run_skygraph([*cmd, str(small)], env)
-    native = subprocess.run([sys.executable, "-c", "from skygraph.capture import fastpath; "
-                             "print('C extension' if fastpath.native else 'numpy fallback')"],
+    native = subprocess.run([sys.executable, "-c", WORKERS_SCRIPT, str(pcap)],
                             capture_output=True, text=True, cwd=REPO, env=env, check=False)
     print(f"skygraph batch path: {native.stdout.strip() or native.stderr.strip()}; "
           f"start-up (100-packet file): {start_time:.2f} s (CPU {start_cpu:.2f} s)")
@@ -405,7 +432,7 @@ def run_all(args: argparse.Namespace, work: Path) -> int:
         # untimed, first: it also brings the file into the page cache for both tools
         exact, _ = exactness(cmd, env, pcap, packets, args.flows)
         exact_verdict.append(("exact flows and packets (non-outer flows = --flows, their packets = "
-                              "generated): {}", exact))
+                              "generated, --workers 1 identical): {}", exact))
         wall = speed_phase(cmd, env, softflowd, pcap, work, packets, args.repeat)
         verdicts.append((f"offline skygraph/softflowd >= {MIN_RATIO:.2f} (median of "
                          f"{args.repeat}, wall): {{}} ({wall:.2f})", wall >= MIN_RATIO))

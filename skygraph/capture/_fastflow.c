@@ -19,6 +19,10 @@
  * epoch it was checked in (`invalidate` starts a new one whenever the table may
  * have dropped flows, `stale` for one flow the exact path fed), otherwise it is
  * checked against the table again.
+ *
+ * A tracker can be one of `shares` readers of a file (`share`): it then skips the
+ * records of the other shares (`share_of`, fanout.py's hash), ticking on their
+ * time all the same, so that its flows are those of a single reader.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,12 +31,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FASTFLOW_VERSION 6
+#define FASTFLOW_VERSION 7
 
 /* results of run(): block done, tick due, record for the exact path, ICMP echo
  * event, sums to apply (a packet counter is near its limit), queue full */
 enum { R_END = 0, R_TICK = 1, R_EXACT = 2, R_EVENT = 3, R_FLUSH = 4, R_MORE = 5 };
 #define QUEUE_MAX 4096
+#define MAX_SHARES 64 /* readers of one file (fanout.py's MAX_READERS) */
 
 #include "_fastflow_wire.h"
 #include "_fastflow_ring.h"
@@ -72,6 +77,7 @@ typedef struct {
     int raw_limit;             /* RawPacketLimit: each flow's first packets kept */
     PyObject *raw_packet;      /* the RawPacket class they are kept as */
     uint16_t mpls_port;
+    uint32_t share, shares;    /* the records this tracker reads: share_of() == share */
     uint64_t special[1024];    /* UDP ports whose payload the decoder decodes (bitmap) */
     uint64_t vx_special[1024]; /* the same without the VXLAN ports */
     uint8_t fold[256];         /* ICMPv4 type -> folded ICMPType */
@@ -451,21 +457,61 @@ static inline void add(Tracker *t, int32_t idx, uint64_t src, int64_t size, uint
 }
 
 /* ---- Tracker --------------------------------------------------------------- */
+/* Which of `shares` readers reads an Ethernet frame: fanout.py's hash (the sum of
+ * the IP address words, times Knuth's constant, high half; symmetric, and a tunnel's
+ * packets go with their outer addresses), after up to two VLAN tags.  Anything but
+ * IPv4/IPv6, or a frame too short for its addresses, is reader 0's. */
+static uint32_t share_of(const uint8_t *f, int64_t incl, uint32_t shares)
+{
+    int64_t at = 12; /* the EtherType */
+    uint16_t type = incl >= 14 ? be16(f + 12) : 0;
+    for (int tags = 0; tags < 2 && (type == 0x8100 || type == 0x88A8) && incl >= at + 6; tags++) {
+        at += 4;
+        type = be16(f + at);
+    }
+    at += 2; /* the network header */
+    int64_t first, words;
+    if (type == 0x0800) {
+        first = 12, words = 2; /* saddr, daddr */
+    } else if (type == 0x86DD) {
+        first = 8, words = 8; /* saddr[4], daddr[4] */
+    } else {
+        return 0;
+    }
+    if (incl < at + first + 4 * words)
+        return 0;
+    uint32_t sum = 0;
+    for (int64_t i = 0; i < words; i++)
+        sum += be32(f + at + first + 4 * i);
+    return ((sum * 2654435761u) >> 16) % shares;
+}
+
 static int Tracker_init(Tracker *t, PyObject *args, PyObject *kw)
 {
     static char *names[] = {"get", "l2", "tcp_fast", "exact_only", "mpls_port", "special",
-                            "fold", "types", "strings", "raw_limit", "raw_packet", NULL};
+                            "fold", "types", "strings", "raw_limit", "raw_packet", "share",
+                            "shares", NULL};
     PyObject *get, *special, *types, *strings, *raw_packet = Py_None;
-    int l2, tcp_fast, exact_only, mpls_port, raw_limit = 0;
+    int l2, tcp_fast, exact_only, mpls_port, raw_limit = 0, share = 0, shares = 1;
     Py_buffer fold;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OpppiOy*O!O!|iO", names, &get, &l2, &tcp_fast,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OpppiOy*O!O!|iOii", names, &get, &l2, &tcp_fast,
                                      &exact_only, &mpls_port, &special, &fold, &PyTuple_Type,
-                                     &types, &PyTuple_Type, &strings, &raw_limit, &raw_packet))
+                                     &types, &PyTuple_Type, &strings, &raw_limit, &raw_packet,
+                                     &share, &shares))
         return -1;
-    if (raw_limit < 0 || (raw_limit > 0 && !PyCallable_Check(raw_packet))) {
+    if (shares < 1 || shares > MAX_SHARES || share < 0 || share >= shares) {
         PyBuffer_Release(&fold);
-        PyErr_SetString(PyExc_ValueError,
-                        "Tracker: raw_limit must be >= 0, with raw_packet the RawPacket class");
+        PyErr_Format(PyExc_ValueError, "Tracker: share %d of %d: need 0 <= share < shares <= %d",
+                     share, shares, MAX_SHARES);
+        return -1;
+    }
+    t->share = (uint32_t)share;
+    t->shares = (uint32_t)shares;
+    if (raw_limit < 0 || (raw_limit > 0 && !(PyType_Check(raw_packet) && PyType_IsSubtype(
+                              (PyTypeObject *)raw_packet, &PyTuple_Type)))) {
+        PyBuffer_Release(&fold);
+        PyErr_SetString(PyExc_ValueError, "Tracker: raw_limit must be >= 0, with raw_packet "
+                                          "the RawPacket class (a tuple subclass)");
         return -1;
     }
     Py_INCREF(raw_packet);
@@ -910,13 +956,8 @@ static int keep_raw(Tracker *t, PyObject *state, long k, int64_t ts, const uint8
     PyObject *raw = NULL, *kept = NULL, *grown = NULL, *number = NULL;
     if (!(number = PyLong_FromLong(k)))
         goto done;
-    PyObject *args[4] = {PyLong_FromLongLong(ts / 1000000), number,
-                         PyBytes_FromStringAndSize((const char *)data, n), PyLong_FromLong(1)};
-    if (args[0] && args[2] && args[3])
-        raw = PyObject_Vectorcall(t->raw_packet, args, 4, NULL);
-    Py_XDECREF(args[0]);
-    Py_XDECREF(args[2]);
-    Py_XDECREF(args[3]);
+    raw = named(t->raw_packet, 4, PyLong_FromLongLong(ts / 1000000), Py_NewRef(number),
+                PyBytes_FromStringAndSize((const char *)data, n), PyLong_FromLong(1));
     if (!raw || !(kept = PyObject_GetAttr(flow, s_last_raw)))
         goto done;
     if (!PyTuple_Check(kept)) {
@@ -1009,7 +1050,8 @@ static int run_record(Run *r, Ahead *ring, const uint8_t *data, Py_ssize_t len,
         int64_t bat = offsets[cur + 2];
         if (bat >= 0 && bat + 16 <= len) {
             int64_t bincl = little ? le32(data + bat + 8) : be32(data + bat + 8);
-            if (bat + 16 + bincl <= len) {
+            if (bat + 16 + bincl <= len
+                && (t->shares == 1 || share_of(data + bat + 16, bincl, t->shares) == t->share)) {
                 classify(t, data + bat + 16, bincl, b);
                 b->pos = cur + 2;
                 if (b->common)
@@ -1176,6 +1218,11 @@ static PyObject *Tracker_run(Tracker *t, PyObject *args)
             if (run_python(&r) == 0)
                 out = run_step(&r, R_TICK, pos, NULL, NULL, ts / 1000000);
             break;
+        }
+        if (t->shares > 1 && share_of(rec + 16, incl, t->shares) != t->share) {
+            t->index++; /* another reader's record, numbered all the same */
+            pos++;
+            continue;
         }
         if (run_record(&r, ring, data, len, offsets, count, pos, rec + 16, incl, ts, orig, &out))
             break;
@@ -1352,7 +1399,25 @@ static PyObject *ff_index(PyObject *self, PyObject *args)
     return Py_BuildValue("(Nn)", out, off);
 }
 
+/* share(frame, shares) -> the reader of an Ethernet frame (Tracker's `share`). */
+static PyObject *ff_share(PyObject *self, PyObject *args)
+{
+    Py_buffer b;
+    int shares;
+    if (!PyArg_ParseTuple(args, "y*i", &b, &shares))
+        return NULL;
+    if (shares < 1 || shares > MAX_SHARES) {
+        PyBuffer_Release(&b);
+        PyErr_Format(PyExc_ValueError, "share: shares must be 1 to %d", MAX_SHARES);
+        return NULL;
+    }
+    uint32_t out = share_of(b.buf, (int64_t)b.len, (uint32_t)shares);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLong(out);
+}
+
 static PyMethodDef module_methods[] = {
+    {"share", ff_share, METH_VARARGS, "share(frame, shares) -> the reader of an Ethernet frame"},
     {"xxh64", ff_xxh64, METH_VARARGS, "xxh64(data, seed=0) -> int (XXH64)"},
     {"index", ff_index, METH_VARARGS, "index(data, little) -> (int64 offsets bytes, end)"},
     {"ring_records", ff_ring_records, METH_VARARGS,

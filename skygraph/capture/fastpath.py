@@ -51,7 +51,7 @@ from skygraph.topology.flow import Flow, RawPacket, icmpv4_type
 if TYPE_CHECKING:
     from skygraph.capture._fastflow import EchoEvent, Record, Tracker
 
-NATIVE_VERSION = 6  # FASTFLOW_VERSION of the _fastflow.c this module drives
+NATIVE_VERSION = 7  # FASTFLOW_VERSION of the _fastflow.c this module drives
 BLOCK = 1 << 20  # bytes of pcap per block with the extension (fits in a core's cache)
 TOUCHES_MAX = 1 << 15  # exact-path touches kept before the sums are applied
 PROMOTE_AFTER = 20_000  # objects a run allocated from which they go to the oldest GC generation
@@ -79,7 +79,11 @@ if native is not None:
 
 
 class FastPath:
-    def __init__(self, table: FlowTable) -> None:
+    def __init__(self, table: FlowTable, share: int = 0, shares: int = 1) -> None:
+        """`share` of `shares`: the table takes only the flows of that share of the
+        records (the extension's `share`: by IP addresses, both directions and a
+        tunnel's inner flows together), ticking on every record's time; needs the
+        extension."""
         self.table = table
         opts = table.opts
         self.enabled = (table.link_type == LINKTYPE_ETHERNET and table.packet_filter is None
@@ -90,11 +94,19 @@ class FastPath:
             self._tracker = native.Tracker(table.get, opts.l2_mode, not opts.reassemble_tcp,
                                            not self.enabled, opts.mpls_udp_port,
                                            sorted(UDP_PORT_NEXT), ICMP_FOLD, TYPES, STRINGS,
-                                           opts.raw_packet_limit, RawPacket)
+                                           opts.raw_packet_limit, RawPacket, share, shares)
+        elif shares > 1:
+            raise ValueError("reading a share of a file needs the C extension _fastflow "
+                             "(scripts/install.sh builds it)")
         # id(FlowState) -> ((record index, sub-packet depth), state): the exact path's
         # touches since the last flush, ordered with the summed ones when applied.
         self._touches: dict[int, tuple[tuple[int, int], FlowState]] = {}
         self._pending = False  # sums left in the extension by `run_blocks(settle=False)`
+
+    @staticmethod
+    def shareable() -> bool:
+        """Whether a table can take a share of the records (the extension is there)."""
+        return native is not None
 
     @property
     def native(self) -> bool:

@@ -2,8 +2,10 @@
 
 Owns the command's options (named like the capture options), the run over
 a file (BPF filter, flow table driven by packet time so update/expire and
-application timeouts behave as live), the output (Skydive flow JSON list or
-a table) and `--write-raw` (the kept raw packets as a pcap).
+application timeouts behave as live), the order of the flows (by `Start`,
+parents before the flows they carry, then UUID), the output (Skydive flow
+JSON list or a table) and `--write-raw` (the kept raw packets as a pcap).
+Reading on several workers is `offline_workers`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from skygraph.capture import pcapfile
 from skygraph.capture.bpf import BPFError, compile_filter
@@ -30,6 +32,7 @@ from skygraph.capture.table import FlowTable
 from skygraph.topology.flow import LINKTYPE_ETHERNET, LINKTYPE_IPV6, Flow, RawPacket
 
 LINKTYPE_RAW = 101
+MAX_WORKERS = 64
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +55,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-raw", type=Path, default=None, metavar="OUT.pcap",
                         help="write the kept raw packets to this pcap file")
     parser.add_argument("--node-tid", default="", help="NodeTID stamped on the flows")
+    parser.add_argument("--workers", type=_workers, default=0, metavar="N",
+                        help="processes reading the file, each taking the flows of a share "
+                             "of the IP addresses (default 0: one per CPU, up to "
+                             "4, for files of 16 MiB or more; 1: read alone)")
     parser.add_argument("--no-fast-path", action="store_true", help=argparse.SUPPRESS)
+
+
+def _workers(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be 0 (automatic) to {MAX_WORKERS}, not {text!r}")
+    return n
 
 
 @dataclass
@@ -86,8 +103,11 @@ def options_from_args(args: argparse.Namespace) -> CaptureOptions:
 
 def process_file(path: Path, opts: CaptureOptions, bpf: str = "", node_tid: str = "",
                  settings: TableSettings | None = None, fast: bool = True,
-                 block_size: int | None = None) -> Result:
-    """Run a capture file through a flow table; every flow it produced, parents first."""
+                 block_size: int | None = None, share: tuple[int, int] = (0, 1)) -> Result:
+    """Run a capture file through a flow table; every flow it produced, in `order`.
+
+    `share` (i, n): only the flows of the i-th of n shares of the records (see
+    `FastPath`); needs the batch path (`shares_supported`)."""
     info = pcapfile.read_info(path)
     frames: Iterable[pcapfile.Frame] = ()
     if info.pcapng:
@@ -104,7 +124,11 @@ def process_file(path: Path, opts: CaptureOptions, bpf: str = "", node_tid: str 
                 raw.append((f.last_raw_packets, f.uuid))
             done[f.uuid] = f
 
-    fast_path = FastPath(table)
+    index, shares = share
+    fast_path = FastPath(table, index, shares)
+    if shares > 1 and not (fast and fast_path.enabled and not info.pcapng):
+        raise ValueError("a share of a file is read by the batch path only (classic pcap, "
+                         "Ethernet, no --bpf or --ip-defrag)")
     if fast and fast_path.enabled and not info.pcapng:
         sizing = block_size if block_size is not None else fast_path.block_size
         fast_path.run_blocks(pcapfile.read_blocks(path, info, sizing), info, collect)
@@ -120,21 +144,31 @@ def process_file(path: Path, opts: CaptureOptions, bpf: str = "", node_tid: str 
             feed(data, ts, wire)
     remaining = table.flush()
     collect(remaining)
-    flows = _parents_first(done)
+    flows = sorted(done.values(), key=lambda f: order(f, done))
     done.clear()
     return Result(flows, table.packets, table.dropped, raw, fast_path.batched)
 
 
-def _parents_first(by_uuid: dict[str, Flow]) -> list[Flow]:
+def shares_supported(path: Path, opts: CaptureOptions, bpf: str) -> bool:
+    """Whether `process_file` can read the file in shares (the batch path's case)."""
+    if bpf or opts.ip_defrag or not FastPath.shareable():
+        return False
+    info = pcapfile.read_info(path)
+    return not info.pcapng and info.link_type == LINKTYPE_ETHERNET
 
-    def depth(f: Flow) -> int:
-        d = 0
-        while f.parent_uuid and f.parent_uuid in by_uuid and d < 64:
-            f = by_uuid[f.parent_uuid]
-            d += 1
-        return d
 
-    return sorted(by_uuid.values(), key=lambda f: (f.start, depth(f) if f.parent_uuid else 0))
+OrderKey = tuple[int, int, str]
+
+
+def order(f: Flow, by_uuid: dict[str, Flow]) -> OrderKey:
+    """Where a flow goes in the output: by Start, a tunnel's flow before the flows it
+    carries (its depth of parents), then by UUID."""
+    depth = 0
+    parent = f
+    while parent.parent_uuid and parent.parent_uuid in by_uuid and depth < 64:
+        parent = by_uuid[parent.parent_uuid]
+        depth += 1
+    return f.start, depth, f.uuid
 
 
 def write_raw(out: Path, raw: list[tuple[RawPacket, int]]) -> int:
@@ -154,37 +188,60 @@ def write_raw(out: Path, raw: list[tuple[RawPacket, int]]) -> int:
         return pcapfile.write(fh, link_type, frames)
 
 
+def json_line(f: Flow) -> str:
+    return json.dumps(f.to_json())
+
+
 def write_json(flows: list[Flow], out: TextIO) -> None:
     """A JSON list of Skydive flows, one flow per line (streamed, C-encoded)."""
+    write_json_lines(map(json_line, flows), out)
+
+
+def write_json_lines(lines: Iterable[str], out: TextIO) -> None:
     out.write("[")
-    for i, f in enumerate(flows):
+    for i, line in enumerate(lines):
         out.write("\n " if i == 0 else ",\n ")
-        out.write(json.dumps(f.to_json()))
+        out.write(line)
     out.write("\n]\n")
 
 
+TableRow = tuple[str, str, str, str, str, str, str, str]
+TABLE_HEADER: TableRow = ("UUID", "LayersPath", "Application", "Network / Link", "Transport",
+                          "AB pkts/bytes", "BA pkts/bytes", "ParentUUID")
+
+
+def table_row(f: Flow) -> TableRow:
+    endpoints = f.network or f.link
+    net = f"{endpoints.a} -> {endpoints.b}" if endpoints is not None else ""
+    tr = f"{f.transport.a} -> {f.transport.b}" if f.transport is not None else ""
+    m = f.metric
+    return (f.uuid, f.layers_path, f.application, net, tr, f"{m.ab_packets}/{m.ab_bytes}",
+            f"{m.ba_packets}/{m.ba_bytes}", f.parent_uuid)
+
+
 def format_table(flows: list[Flow], out: TextIO) -> None:
-    header = ("UUID", "LayersPath", "Application", "Network / Link", "Transport", "AB pkts/bytes",
-              "BA pkts/bytes", "ParentUUID")
-    rows = [header]
-    for f in flows:
-        endpoints = f.network or f.link
-        net = f"{endpoints.a} -> {endpoints.b}" if endpoints is not None else ""
-        tr = f"{f.transport.a} -> {f.transport.b}" if f.transport is not None else ""
-        m = f.metric
-        rows.append((f.uuid, f.layers_path, f.application, net, tr,
-                     f"{m.ab_packets}/{m.ab_bytes}", f"{m.ba_packets}/{m.ba_bytes}",
-                     f.parent_uuid))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    write_table([table_row(f) for f in flows], out)
+
+
+def write_table(rows: list[TableRow], out: TextIO) -> None:
+    rows = [TABLE_HEADER, *rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(TABLE_HEADER))]
     for r in rows:
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
 def run(args: argparse.Namespace) -> int:
+    from skygraph.capture import offline_workers  # it imports this module
+    fast = not getattr(args, "no_fast_path", False)
     try:
         opts = options_from_args(args)
-        result = process_file(args.file, opts, args.bpf, args.node_tid,
-                              fast=not getattr(args, "no_fast_path", False))
+        workers = offline_workers.workers_for(args.workers, args.file, opts, args.bpf, fast)
+        if args.workers > 1 and workers == 1:
+            print(f"skygraph flows: --workers {args.workers}: this file is read by one worker "
+                  "(pcapng, non-Ethernet, --bpf or --ip-defrag)", file=sys.stderr)
+        out = offline_workers.render(args.file, opts, args.bpf, args.node_tid,
+                                     args.format == "table", workers,
+                                     args.write_raw is not None, fast)
     except (OptionError, BPFError, pcapfile.PcapError) as e:
         print(f"skygraph flows: {e}", file=sys.stderr)
         return 2
@@ -192,12 +249,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"skygraph flows: {args.file}: {e.strerror or e}", file=sys.stderr)
         return 2
     if args.format == "json":
-        write_json(result.flows, sys.stdout)
+        write_json_lines(cast(list[str], out.items), sys.stdout)
     else:
-        format_table(result.flows, sys.stdout)
+        write_table(cast(list[TableRow], out.items), sys.stdout)
     if args.write_raw is not None:
         try:
-            count = write_raw(args.write_raw, result.raw)
+            count = write_raw(args.write_raw, out.raw)
         except OSError as e:
             print(f"skygraph flows: --write-raw {args.write_raw}: {e.strerror or e}",
                   file=sys.stderr)

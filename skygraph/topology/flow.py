@@ -15,6 +15,7 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 JSONValue = object
 
@@ -223,8 +224,10 @@ class IPMetric:
         return {"Fragments": self.fragments, "FragmentErrors": self.fragment_errors}
 
 
-@dataclass(frozen=True, slots=True)
-class RawPacket:
+class RawPacket(NamedTuple):
+    """One kept packet: immutable, and a tuple so that the capture's C extension
+    builds it without a Python call (100,000 of them for 10,000 flows kept 10 each)."""
+
     timestamp: int  # ms
     index: int  # 1-based per flow
     data: bytes
