@@ -97,10 +97,11 @@ def render(path: Path, opts: CaptureOptions, bpf: str, node_tid: str, table: boo
         for share in shares[1:]:
             children.append(_fork(path, opts, bpf, node_tid, table, with_raw, share))
         parts = [_part(path, opts, bpf, node_tid, table, with_raw, shares[0])]
-        parts.extend(_receive(pid, fd, i + 1) for i, (pid, fd) in enumerate(children))
-        children.clear()
+        while children:
+            pid, fd = children.pop(0)
+            parts.append(_receive(pid, fd, len(parts)))  # closes fd, waits for pid
     finally:
-        for pid, fd in children:  # worker 0 failed: the others' work is of no use
+        for pid, fd in children:  # a worker failed: the others' work is of no use
             os.close(fd)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -229,7 +229,8 @@ class RawPacket(NamedTuple):
     builds it without a Python call (100,000 of them for 10,000 flows kept 10 each)."""
 
     timestamp: int  # ms
-    index: int  # 1-based per flow
+    # 1-based per flow (Skydive's RawPacket.Index); hides tuple.index, unused here
+    index: int  # type: ignore[assignment]
     data: bytes
     link_type: int  # pcap LINKTYPE_* value
 
