@@ -46,6 +46,7 @@ enum { R_END = 0, R_TICK = 1, R_EXACT = 2, R_EVENT = 3, R_FLUSH = 4, R_MORE = 5 
 #define B_DEPTH 1  /* the last packet summed was the inner flow of a VXLAN packet */
 #define B_DIRTY 2  /* sums not handed over yet */
 #define B_ICMP_SHIFT 2 /* ICMP echo events wanted: 0 none, 1 requests, 2 replies */
+#define B_RAW 16   /* raw packets still kept (Cold.raw_left > 0): read by every packet */
 #define PK_LIMIT 0x80000000u /* packet counts from which the sums are handed over */
 
 typedef struct {  /* what every packet of the flow reads or writes: one cache line */
@@ -262,6 +263,12 @@ static int icmp_mode_of(PyObject *state)
     return started ? 2 : 1;
 }
 
+static inline void set_raw_left(Tracker *t, int32_t idx, int raw)
+{
+    t->cold[idx].raw_left = raw;
+    t->hot[idx].bits = (uint8_t)((t->hot[idx].bits & ~B_RAW) | (raw > 0 ? B_RAW : 0));
+}
+
 static inline int icmp_mode(const Hot *h) { return h->bits >> B_ICMP_SHIFT & 3; }
 
 static inline void set_icmp_mode(Hot *h, int mode)
@@ -321,7 +328,7 @@ static int32_t bind(Tracker *t, uint64_t key, PyObject *state, int icmp)
     }
     Py_INCREF(state);
     t->cold[idx].state = state;
-    t->cold[idx].raw_left = raw;
+    set_raw_left(t, idx, raw);
     h->a_num = a_num;
     h->epoch = t->epoch;
     set_icmp_mode(h, mode);
@@ -350,7 +357,7 @@ static int32_t lookup(Tracker *t, uint64_t key, int icmp)
             Py_DECREF(state);
             if (mode < 0 || raw < 0)
                 return -2;
-            t->cold[idx].raw_left = raw;
+            set_raw_left(t, idx, raw);
             t->hot[idx].epoch = t->epoch;
             set_icmp_mode(&t->hot[idx], mode);
             return idx;
@@ -1003,7 +1010,8 @@ static int run_raw(Run *r, int32_t outer, int32_t slot, const uint8_t *f, int64_
         if (idx < 0 || t->cold[idx].raw_left <= 0 || at > incl)
             continue;
         /* raw_left = RawPacketLimit - RawPacketsCaptured since the slot was checked */
-        long number = t->raw_limit - t->cold[idx].raw_left-- + 1;
+        long number = t->raw_limit - t->cold[idx].raw_left + 1;
+        set_raw_left(t, idx, t->cold[idx].raw_left - 1);
         if (keep_raw(t, t->cold[idx].state, number, ts, f + at, incl - at) < 0)
             return -1;
     }
@@ -1133,7 +1141,7 @@ static int run_record(Run *r, Ahead *ring, const uint8_t *data, Py_ssize_t len,
         return 1;
     }
     t->counted++;
-    if (t->raw_limit && ((vx && t->cold[oslot].raw_left > 0) || t->cold[slot].raw_left > 0)
+    if (((vx && t->hot[oslot].bits & B_RAW) || t->hot[slot].bits & B_RAW)
         && run_raw(r, vx ? oslot : -1, slot, f, incl, ts) < 0)
         return 1;
     Hot *h = &t->hot[slot];
