@@ -63,6 +63,7 @@ typedef struct {
     uint64_t uuid;   /* the flow's UUID as a number (it is hex_id of one) */
     int32_t next_free;
     int32_t raw_left; /* raw packets the flow still keeps (RawPacketLimit) */
+    PyObject *flow;   /* state.flow (strong reference) once a raw packet is kept; NULL */
 } Cold;
 
 _Static_assert(sizeof(Hot) == 64, "a slot's hot part is one cache line");
@@ -196,6 +197,7 @@ static void unbind(Tracker *t, int32_t idx)
 {
     map_del(t, idx);
     Py_CLEAR(t->cold[idx].state);
+    Py_CLEAR(t->cold[idx].flow);
     t->hot[idx].bits = 0;
     t->cold[idx].next_free = t->free_head;
     t->free_head = idx;
@@ -320,6 +322,7 @@ static int32_t bind(Tracker *t, uint64_t key, PyObject *state, int icmp)
     memset(h, 0, sizeof(Hot));
     h->key = key;
     t->cold[idx].state = NULL;
+    t->cold[idx].flow = NULL;
     t->cold[idx].next_free = -1;
     if (map_put(t, idx) < 0) {
         t->cold[idx].next_free = t->free_head;
@@ -591,8 +594,10 @@ static void release(Tracker *t)
 
 static void clear_slots(Tracker *t)
 {
-    for (Py_ssize_t i = 0; i < t->nslots; i++)
+    for (Py_ssize_t i = 0; i < t->nslots; i++) {
         Py_CLEAR(t->cold[i].state);
+        Py_CLEAR(t->cold[i].flow);
+    }
     free(t->hot);
     PyMem_Free(t->cold);
     PyMem_Free(t->map);
@@ -617,8 +622,10 @@ static int Tracker_traverse(Tracker *t, visitproc visit, void *arg)
         Py_VISIT(t->types[i]);
     for (int i = 0; i < S_COUNT; i++)
         Py_VISIT(t->strings[i]);
-    for (Py_ssize_t i = 0; i < t->nslots; i++)
+    for (Py_ssize_t i = 0; i < t->nslots; i++) {
         Py_VISIT(t->cold[i].state);
+        Py_VISIT(t->cold[i].flow);
+    }
     return 0;
 }
 
@@ -953,13 +960,15 @@ static PyObject *exact_record(int64_t index, const uint8_t *f, int64_t incl, int
  * RawPacketsCaptured becomes `number` and a RawPacket(ms, number, data, Ethernet)
  * goes at the end of LastRawPackets.  Kept at once (not queued): a flow the
  * extension sums is in the table, and its packets the exact path takes come back
- * as steps, in file order. */
-static int keep_raw(Tracker *t, PyObject *state, long k, int64_t ts, const uint8_t *data,
+ * as steps, in file order.  The slot holds the Flow while it keeps packets (a
+ * FlowState's flow is never replaced). */
+static int keep_raw(Tracker *t, int32_t idx, long k, int64_t ts, const uint8_t *data,
                     Py_ssize_t n)
 {
-    PyObject *flow = PyObject_GetAttr(state, s_flow);
-    if (!flow)
+    Cold *c = &t->cold[idx];
+    if (!c->flow && !(c->flow = PyObject_GetAttr(c->state, s_flow)))
         return -1;
+    PyObject *flow = Py_NewRef(c->flow);
     PyObject *raw = NULL, *kept = NULL, *grown = NULL, *number = NULL;
     if (!(number = PyLong_FromLong(k)))
         goto done;
@@ -1012,8 +1021,10 @@ static int run_raw(Run *r, int32_t outer, int32_t slot, const uint8_t *f, int64_
         /* raw_left = RawPacketLimit - RawPacketsCaptured since the slot was checked */
         long number = t->raw_limit - t->cold[idx].raw_left + 1;
         set_raw_left(t, idx, t->cold[idx].raw_left - 1);
-        if (keep_raw(t, t->cold[idx].state, number, ts, f + at, incl - at) < 0)
+        if (keep_raw(t, idx, number, ts, f + at, incl - at) < 0)
             return -1;
+        if (t->cold[idx].raw_left == 0)
+            Py_CLEAR(t->cold[idx].flow);
     }
     return 0;
 }
