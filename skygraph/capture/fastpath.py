@@ -103,11 +103,6 @@ class FastPath:
         self._touches: dict[int, tuple[tuple[int, int], FlowState]] = {}
         self._pending = False  # sums left in the extension by `run_blocks(settle=False)`
 
-    @staticmethod
-    def shareable() -> bool:
-        """Whether a table can take a share of the records (the extension is there)."""
-        return native is not None
-
     @property
     def native(self) -> bool:
         """Whether the C extension runs the common case (else the per-packet path)."""

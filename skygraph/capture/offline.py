@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO, cast
 
-from skygraph.capture import pcapfile
+from skygraph.capture import fastpath, pcapfile
 from skygraph.capture.bpf import BPFError, compile_filter
 from skygraph.capture.fastpath import FastPath
 from skygraph.capture.options import (
@@ -151,7 +151,7 @@ def process_file(path: Path, opts: CaptureOptions, bpf: str = "", node_tid: str 
 
 def shares_supported(path: Path, opts: CaptureOptions, bpf: str) -> bool:
     """Whether `process_file` can read the file in shares (the batch path's case)."""
-    if bpf or opts.ip_defrag or not FastPath.shareable():
+    if bpf or opts.ip_defrag or fastpath.native is None:
         return False
     info = pcapfile.read_info(path)
     return not info.pcapng and info.link_type == LINKTYPE_ETHERNET

@@ -45,7 +45,6 @@ AUTO_MAX_WORKERS = 4  # `--workers 0`: one per CPU, up to this many
 AUTO_MIN_BYTES = 16 << 20  # `--workers 0`: smaller files are read alone (forks cost more)
 
 Item = str | TableRow  # a flow as the output shows it
-RawRecord = tuple[int, int, bytes, int, str]  # RawPacket fields and the flow's UUID
 
 
 @dataclass
@@ -55,13 +54,12 @@ class Rendered:
 
     items: list[Item]
     raw: list[tuple[RawPacket, int]] = field(default_factory=list)
-    workers: int = 1
 
 
 @dataclass
 class _Part:
     items: list[tuple[OrderKey, Item]]
-    raw: list[RawRecord]
+    raw: list[tuple[RawPacket, str]]  # with the UUID of its flow
 
 
 class WorkerError(RuntimeError):
@@ -106,7 +104,7 @@ def render(path: Path, opts: CaptureOptions, bpf: str, node_tid: str, table: boo
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-    return _merge(parts, workers)
+    return _merge(parts)
 
 
 def _part(path: Path, opts: CaptureOptions, bpf: str, node_tid: str, table: bool,
@@ -115,8 +113,7 @@ def _part(path: Path, opts: CaptureOptions, bpf: str, node_tid: str, table: bool
     by_uuid = {f.uuid: f for f in result.flows}
     to_item = table_row if table else json_line
     items = [(order(f, by_uuid), to_item(f)) for f in result.flows]
-    raw = [(p.timestamp, p.index, p.data, p.link_type, uuid)
-           for packets, uuid in result.raw_sent for p in packets] if with_raw else []
+    raw = [(p, uuid) for packets, uuid in result.raw_sent for p in packets] if with_raw else []
     return _Part(items, raw)
 
 
@@ -160,9 +157,8 @@ def _receive(pid: int, fd: int, number: int) -> _Part:
     return payload
 
 
-def _merge(parts: list[_Part], workers: int) -> Rendered:
+def _merge(parts: list[_Part]) -> Rendered:
     merged = list(heapq.merge(*(p.items for p in parts), key=itemgetter(0)))
     place = {key[2]: i for i, (key, _) in enumerate(merged)}
-    raw = [(RawPacket(ts, index, data, link_type), place[uuid])
-           for p in parts for ts, index, data, link_type, uuid in p.raw]
-    return Rendered([item for _, item in merged], raw, workers)
+    raw = [(packet, place[uuid]) for p in parts for packet, uuid in p.raw]
+    return Rendered([item for _, item in merged], raw)
