@@ -602,13 +602,15 @@ def start_agent(cfg: Path, work: Path, the_lab: Lab, host: str, name: str
                   "--netns-run-path", str(the_lab.run_dir), "--no-ovs"], work / f"{name}.log")
 
 
-def config(path: Path, rpc: str, listen: str, data: Path, update: int | None) -> None:
+def config(path: Path, rpc: str, listen: str, data: Path, update: int | None,
+           ring_blocks: int = 0) -> None:
     flow = f"flow:\n  update: {update}\n" if update else ""
+    ring = f"    ring_blocks: {ring_blocks}\n" if ring_blocks else ""
     path.write_text(f"analyzers: [{rpc}]\n"
                     f"analyzer:\n  listen: {listen}\n  rpc:\n    listen: {rpc}\n"
                     f"graph:\n  embedded:\n    data_dir: {data}\n    bolt_port: {free_port()}\n"
                     f"    http_port: {free_port()}\n    heap: 1g\n{flow}"
-                    f"agent:\n  capture:\n    stats_update: 0.5\n  topology:\n    probes: []\n"
+                    f"agent:\n  capture:\n    stats_update: 0.5\n{ring}  topology:\n    probes: []\n"
                     f"logging:\n  level: WARNING\n")
 
 
@@ -626,6 +628,8 @@ def main() -> int:
                     help="latency samples (a last run with flow.update 1; 0: none)")
     ap.add_argument("--update", type=int, default=0,
                     help="the agent's flow.update (s) in the throughput runs (0: its default)")
+    ap.add_argument("--ring-blocks", type=int, default=0,
+                    help="the agent's capture.ring_blocks (MiB per reader; 0: its default)")
     ap.add_argument("--keep", type=Path, default=None, help="directory to keep pcaps and logs in")
     args = ap.parse_args()
     scenarios = [int(x) for x in args.flows.split(",") if x]
@@ -653,7 +657,7 @@ def main() -> int:
     listen, rpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     data = Path(tempfile.mkdtemp(prefix=f"{prefix}-data-"))
     cfg, latency_cfg = work / "pipeline.yml", work / "pipeline-latency.yml"
-    config(cfg, rpc, listen, data, args.update or None)
+    config(cfg, rpc, listen, data, args.update or None, args.ring_blocks)
     procs: list[subprocess.Popen[bytes]] = []
     verdicts: list[Verdict] = []
     latency_run: Run | None = None
@@ -673,7 +677,8 @@ def main() -> int:
             rss, _ = memory_kb(agent.pid)
             print(f"measuring {checkout()}; flow table batch path: {batch_path()}")
             print(f"{os.cpu_count()} CPUs; flow.update "
-                  f"{args.update or 'default (60)'} s; {args.packets} packets x {args.loops} "
+                  f"{args.update or 'default (60)'} s; ring {args.ring_blocks or 'default (32)'} "
+                  f"MiB per reader; {args.packets} packets x {args.loops} "
                   f"loops per run; agent pid {agent.pid} (idle RSS {rss / 1024:.0f} MB), "
                   f"analyzer pid {analyzer.pid}")
             receivers = ["tcpdump", *([] if args.no_softflowd else ["softflowd"]),
@@ -704,7 +709,7 @@ def main() -> int:
                 # Latency needs update ticks: an agent with flow.update 1, one run.
                 terminate(agent)
                 procs.remove(agent)
-                config(latency_cfg, rpc, listen, data, 1)
+                config(latency_cfg, rpc, listen, data, 1, args.ring_blocks)
                 agent = start_agent(latency_cfg, work, the_lab, f"{prefix}-bench", "agent-latency")
                 procs.insert(0, agent)
                 wait_for("rx0 in the graph", lambda: api.gremlin(f"G.V().Has('Name', '{RX}')"),
