@@ -16,7 +16,8 @@ MAC or PeerIntfMAC is `Link.A` / `Link.B` / either); `Group([key])` and
 Flow keys: `ETHERNET.x` is `Link.x`, `IPV4.x`/`IPV6.x` `Network.x`,
 `TCP.x`/`UDP.x`/`SCTP.x` `Transport.x`; in a filter `Network`, `Link` or
 `Transport` alone means its `A` or its `B`. Flow fields are single scalars,
-so filters on them are plain comparisons that the indexes serve.
+so filters on them are plain comparisons that the indexes serve; of those,
+one finds the flows and the others test them (lookups.py).
 
 The translator calls `dispatch` for every step and `finish` for the result
 kinds defined here; the steps write into its clause list like its own.
@@ -28,9 +29,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from skygraph.gremlin import metrics, packets, results
+from skygraph.gremlin import lookups, metrics, packets, results
 from skygraph.gremlin.ast import Arg, Literal, Step
 from skygraph.gremlin.errors import GremlinQueryError, NotAvailableError
+from skygraph.gremlin.lookups import Term
 from skygraph.gremlin.parser import FLOW_STEPS
 from skygraph.gremlin.plan import (
     COUNT,
@@ -56,7 +58,6 @@ from skygraph.gremlin.predicates import (
     pairs_condition,
     parse_key,
     sort_args,
-    value_condition,
 )
 from skygraph.gremlin.source import HistorySource, Pending, where
 from skygraph.topology import schema
@@ -110,6 +111,7 @@ class FlowState:
     metrics: MetricState = field(default_factory=MetricState)
     packet_var: str = ""  # RawPackets(): the stored packets
     packet_filters: list[tuple[str, int]] = field(default_factory=list)  # BPF(): (filter, column)
+    ranks: dict[str, int] = field(default_factory=dict)  # indexed conditions: their rank
 
 
 # ---------------------------------------------------------------- keys and filters
@@ -132,29 +134,44 @@ def filter_keys(arg: Arg) -> list[Key]:
     return [key]
 
 
-def flow_condition(args: Sequence[Arg], var: str, params: Params, *, either: bool,
-                   step: str, column: int) -> str:
-    """`Has(k, v, …)` (AND) or `HasEither(k, v, …)` (OR) on flows; `Has(k)` = exists."""
+def flow_terms(args: Sequence[Arg], var: str, params: Params, *, either: bool,
+               step: str, column: int) -> list[Term]:
+    """`Has(k, v, …)` (terms to AND) or `HasEither(k, v, …)` (one OR term) on
+    flows; `Has(k)` = exists. Indexed terms carry their rank (lookups.py)."""
     if len(args) == 1 and not either:
-        return has_key(flow_key(args[0]), var, params)
+        return [Term(has_key(flow_key(args[0]), var, params))]
     if len(args) % 2:
         raise GremlinQueryError(
             f"{step}() takes a key alone or key, value pairs; got {len(args)} arguments",
             column)
-    conds = []
-    for i in range(0, len(args), 2):
-        alts = [_value_condition(k, args[i + 1], var, params) for k in filter_keys(args[i])]
-        conds.append(alts[0] if len(alts) == 1 else "(" + " OR ".join(alts) + ")")
-    if not conds:
-        return "true"
-    return "(" + (" OR " if either else " AND ").join(conds) + ")"
+    terms = [lookups.any_of([_value_term(k, args[i + 1], var, params)
+                             for k in filter_keys(args[i])])
+             for i in range(0, len(args), 2)]
+    if not terms:
+        return [Term("true")]
+    return [lookups.any_of(terms)] if either else terms
 
 
-def _value_condition(key: Key, arg: Arg, var: str, params: Params) -> str:
+def flow_condition(args: Sequence[Arg], var: str, params: Params, *, either: bool,
+                   step: str, column: int) -> str:
+    """The terms of `flow_terms` as one condition."""
+    return lookups.all_of(flow_terms(args, var, params, either=either, step=step,
+                                     column=column)).text
+
+
+def _value_term(key: Key, arg: Arg, var: str, params: Params) -> Term:
     # An outer flow has no ParentUUID property (flowschema.py): '' means missing.
     if key.prop == PARENT_UUID and isinstance(arg, Literal) and arg.value == "":
-        return f"{key.expr(var)} IS NULL"
-    return value_condition(key, arg, var, params)
+        return Term(f"{key.expr(var)} IS NULL")
+    return lookups.value_term(key, arg, var, params)
+
+
+def filter_terms(b: _Builder, terms: Sequence[Term]) -> None:
+    """Add the terms to the flows' clause, remembering which an index serves."""
+    for term in terms:
+        if term.rank is not None:
+            b.flow.ranks[term.text] = term.rank
+        b.filter(term.text)
 
 
 # ---------------------------------------------------------------- dispatch
@@ -180,37 +197,55 @@ def dispatch(b: _Builder, step: Step) -> bool:
 
 def step_flows(b: _Builder, step: Step) -> None:
     b.need(step, GRAPH, NODES, PATHS)
-    v = b.fresh("f")
+    v, keep, ranks = b.fresh("f"), b.keep(), b.flow.ranks
+
+    def then(later: list[str]) -> str:
+        return f" WITH {keep}{v}{where(later)}" if later else ""
+
     if b.kind == GRAPH:
-        pending = Pending(v, lambda c: f"MATCH ({v}:{FLOW}){where(c)}")
+        def render(c: list[str]) -> str:
+            first, later = lookups.split(c, ranks)
+            return f"MATCH ({v}:{FLOW}){where(first)}{then(later)}"
     else:
         tids, t = b.fresh("tids"), b.fresh("t")
         if b.kind == PATHS:
             x = b.fresh("x")
             b.emit(f"UNWIND {b.cur if b.source.history else f'nodes({b.cur})'} AS {x}")
-            b.emit(f"WITH {b.keep()}collect(DISTINCT {x}.TID) AS {tids}")
+            b.emit(f"WITH {keep}collect(DISTINCT {x}.TID) AS {tids}")
         else:
-            b.emit(f"WITH {b.keep()}collect(DISTINCT {b.cur}.TID) AS {tids}")
-        pending = Pending(v, lambda c: f"UNWIND {tids} AS {t} "
-                                       f"MATCH ({v}:{FLOW} {{NodeTID: {t}}}){where(c)}")
+            b.emit(f"WITH {keep}collect(DISTINCT {b.cur}.TID) AS {tids}")
+
+        def render(c: list[str]) -> str:
+            first, later = lookups.split(c, ranks)
+            if first and ranks.get(first[0], lookups.RANGE_RANK) < lookups.LOOKUP_RANK["NodeTID"]:
+                # a better look-up than the capture nodes' flows
+                return (f"MATCH ({v}:{FLOW}){where([*first, f'{v}.NodeTID IN {tids}'])}"
+                        f"{then(later)}")
+            return (f"UNWIND {tids} AS {t} MATCH ({v}:{FLOW} {{NodeTID: {t}}})"
+                    f"{where([x for x in c if x not in ranks])}"
+                    f"{then([x for x in c if x in ranks])}")
+    pending = Pending(v, render)
     if isinstance(b.source, HistorySource):
-        # alive in the window, or ended less than flow.expire before it (SPEC §1h)
+        # alive in the window, or ended less than flow.expire before it (SPEC §1h);
+        # `Last` first: of the two ranges, the one a recent window narrows
         start = b.source.frm or b.source.t
-        expire = b.params.add(int(b.limits.flow_expire_s * 1000))
-        pending.conds += [f"{v}.Start <= {b.source.t}", f"{v}.Last >= {start} - {expire}"]
+        low = b.params.add(b.params.values[start[1:]] - int(b.limits.flow_expire_s * 1000))
+        window = [f"{v}.Last >= {low}", f"{v}.Start <= {b.source.t}"]
+        pending.conds += window
+        ranks.update(dict.fromkeys(window, lookups.RANGE_RANK))
     b.flush()
     b.pending = [pending]
     b.cur, b.kind = v, FLOWS
     if step.args:
-        b.filter(flow_condition(step.args, v, b.params, either=False, step=step.name,
-                                column=step.column))
+        filter_terms(b, flow_terms(step.args, v, b.params, either=False, step=step.name,
+                                   column=step.column))
 
 
 # ---------------------------------------------------------------- filters, order, slices
 
 def step_has(b: _Builder, step: Step) -> None:
-    b.filter(flow_condition(step.args, b.cur, b.params, either=step.name == "HasEither",
-                            step=step.name, column=step.column))
+    filter_terms(b, flow_terms(step.args, b.cur, b.params, either=step.name == "HasEither",
+                               step=step.name, column=step.column))
 
 
 def step_has_key(b: _Builder, step: Step) -> None:

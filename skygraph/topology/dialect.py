@@ -29,6 +29,19 @@ works on both:
   ArcadeDB; edge-filtered shortest paths use bounded variable-length matches
   ordered by length.
 - Union types in `IS ::` are unsupported on ArcadeDB; not used.
+- Index key types: ArcadeDB types an index's keys when it is created, from a
+  node of the label that has the property (STRING when none has), and on
+  STRING keys a range of integers scans the whole label. Bootstrap creates a
+  throw-away node carrying the integer properties before their indexes and
+  deletes it after (schema.INTEGER_INDEXED); an index created earlier keeps
+  its STRING keys until it is dropped.
+- An ArcadeDB index seek matches a value of the other type by its text
+  (`Transport.A = '80'` finds port 80); the flow look-ups add a type test
+  where the literal's type is not the field's (gremlin/lookups.py).
+- An OR of indexed equalities is one union of index seeks on ArcadeDB, unless
+  a plain indexed equality is in the same WHERE (then that one is sought and
+  the OR tested on each flow): the flow look-ups keep one indexed condition
+  in the MATCH and test the others after a WITH.
 """
 
 from __future__ import annotations

@@ -73,9 +73,25 @@ INTERFACE_LABEL = "Interface"
 KNOWN_RELATION_TYPES = ("ownership", "layer2", "mirroring", "vf", "vlayer2", "connected",
                         "multipath", "mapping", "networkpolicy")
 
-# Flow properties with an index: the look-ups of Gremlin's flow steps, GraphQL
-# filters, parent links (ParentUUID) and retention (Last).
-FLOW_INDEXED = ("TrackingID", "L3TrackingID", "NodeTID", "CaptureID", "ParentUUID", "Last")
+# Flow properties with an index: every field the Gremlin flow steps and the GraphQL
+# filters look flows up by (gremlin/lookups.py LOOKUP_RANK; tests/unit/gremlin/
+# test_flow_lookups.py keeps the two in step), parent links (ParentUUID), the
+# history window (Start, Last) and the agent's flows (Host).
+FLOW_INDEXED = ("TrackingID", "L3TrackingID", "NodeTID", "CaptureID", "ParentUUID", "Last",
+                "Start", "Application", "LayersPath", "Network.A", "Network.B", "Link.A",
+                "Link.B", "Transport.A", "Transport.B", "Host")
+# Indexed properties holding integers, by label. The embedded server types an
+# index's keys when it is created: STRING unless the label already has a node
+# with the property, and on STRING keys an integer range scans the label. So
+# bootstrap creates one throw-away node per label carrying them first
+# (`INDEX_TYPE_SEED`, deleted at the end; dialect.py). Neo4j ignores it.
+INTEGER_INDEXED: Mapping[str, tuple[str, ...]] = {
+    FLOW_LABEL: ("Start", "Last", "Transport.A", "Transport.B", "UpdatedAt"),
+    FLOW_METRIC_LABEL: ("Last", "UpdatedAt"),
+}
+INDEX_TYPE_SEED = "_skygraph_index_types"
+_SEED_KEYS = {FLOW_LABEL: "UUID", FLOW_METRIC_LABEL: ARCHIVE_KEY}
+_SEED_VALUE = 2**62  # beyond int32: the keys become LONG
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REL_CLEAN = re.compile(r"[^A-Za-z0-9_]")
@@ -201,8 +217,9 @@ def schema_statements() -> list[str]:
         stmts.append(f"CREATE INDEX node_{prop.lower()} IF NOT EXISTS FOR (n:Node) ON (n.{prop})")
     # Flows: one node per UUID; the keys flows are looked up by.
     stmts.append("CREATE CONSTRAINT flow_uuid IF NOT EXISTS FOR (f:Flow) REQUIRE f.UUID IS UNIQUE")
+    stmts += index_seed_statements()
     for prop in FLOW_INDEXED:
-        stmts.append(f"CREATE INDEX flow_{prop.lower()} IF NOT EXISTS FOR (f:Flow) ON (f.{prop})")
+        stmts.append(flow_index_statement(prop))
     # A flow's metric samples and raw packets: keyed (replays change nothing); samples
     # are pruned by `Last`.
     stmts += [
@@ -218,6 +235,31 @@ def schema_statements() -> list[str]:
                      f"FOR (n:ArchivedEdge) ON (n.{prop})")
     for rel in KNOWN_RELATION_TYPES:
         stmts.append(relationship_index_statement(relationship_type(rel)))
+    stmts += index_seed_statements(delete=True)
+    return stmts
+
+
+def flow_index_name(prop: str) -> str:
+    """`Network.A` -> `flow_network_a` (existing names unchanged: `flow_last`)."""
+    return "flow_" + check_identifier(prop.replace(".", "_")).lower()
+
+
+def flow_index_statement(prop: str) -> str:
+    return (f"CREATE INDEX {flow_index_name(prop)} IF NOT EXISTS "
+            f"FOR (f:{quote(FLOW_LABEL)}) ON (f.{quote(prop)})")
+
+
+def index_seed_statements(delete: bool = False) -> list[str]:
+    """The throw-away nodes that give integer index keys their type (see
+    INTEGER_INDEXED); with `delete`, the statements removing them."""
+    stmts = []
+    for label, props in INTEGER_INDEXED.items():
+        node = f"(s:{quote(label)} {{{quote(_SEED_KEYS[label])}: '{INDEX_TYPE_SEED}'}})"
+        if delete:
+            stmts.append(f"MATCH {node} DETACH DELETE s")
+        else:
+            sets = ", ".join(f"s.{quote(p)} = {_SEED_VALUE}" for p in props)
+            stmts.append(f"MERGE {node} SET {sets}")
     return stmts
 
 
