@@ -8,7 +8,9 @@ Gremlin's `Flows()` (gremlin/flows.py): dotted flow keys (`Network.A`,
 `Link` or `Transport` alone for its A or its B. `since`/`until` keep the
 flows that saw packets in that range (`Last >= since`, `Start <= until`).
 Pages are in UUID order (stable while flows are updated); the cursor is the
-last UUID of the page. Reads go through `api.store.read`.
+last UUID of the page. Reads go through `api.store.read`. The flows are found
+through an index as Gremlin's are (gremlin/lookups.py: one indexed condition
+finds them, the others test them).
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from skygraph.api.reads import FilterError, MetadataPredicate
 from skygraph.graphql import filters as f
 from skygraph.graphql.scalars import Long
 from skygraph.graphql.types import Info, PageInfo, field
-from skygraph.gremlin import GremlinError, LimitExceededError
+from skygraph.gremlin import GremlinError, LimitExceededError, lookups
 from skygraph.gremlin import ast as g
-from skygraph.gremlin.flows import flow_condition, flow_key
+from skygraph.gremlin.flows import flow_key, flow_terms
+from skygraph.gremlin.lookups import Term
 from skygraph.gremlin.predicates import Params, has_key, negate
 from skygraph.topology import schema
 from skygraph.topology.flowschema import HOST, flow_json
@@ -180,43 +183,58 @@ def _predicate_arg(pred: MetadataPredicate, op: str, value: Any) -> g.Arg:
 
 def conditions(filt: FlowFilterInput | None, var: str, params: Params) -> list[str]:
     """Cypher conditions on flow `var`; a UserError names the filter field that is wrong."""
+    return [t.text for t in terms(filt, var, params)]
+
+
+def terms(filt: FlowFilterInput | None, var: str, params: Params) -> list[Term]:
+    """`conditions`, each with its rank when an index serves it."""
     if filt is None:
         return []
     preds: list[tuple[str, MetadataPredicate]] = [
         (gql, MetadataPredicate(key, eq=getattr(filt, attr)))
         for attr, gql, key in FILTER_FIELDS if getattr(filt, attr) is not None]
     preds += [(f"metadata[{i}]", p) for i, p in enumerate(f.predicates(filt.metadata))]
-    conds = []
+    out: list[Term] = []
     for where, pred in preds:
         try:
             op, value = pred.op()
             key = g.Literal(pred.key, 1)
             if op == "exists":
                 cond = has_key(flow_key(key), var, params)
-                conds.append(cond if value else negate(cond))
+                out.append(Term(cond if value else negate(cond)))
             else:
-                conds.append(flow_condition([key, _predicate_arg(pred, op, value)], var, params,
-                                            either=False, step="filter", column=1))
+                out += flow_terms([key, _predicate_arg(pred, op, value)], var, params,
+                                  either=False, step="filter", column=1)
         except (GremlinError, FilterError) as exc:
             message = exc.message if isinstance(exc, GremlinError) else str(exc)
             raise f.UserError(f"filter {where}: {message}") from None
-    return conds
+    return out
 
 
 def page_query(filt: FlowFilterInput | None, since: int | None, until: int | None,
                after: str | None, limit: int) -> tuple[str, dict[str, Any]]:
     params = Params()
-    conds = conditions(filt, "f", params)
-    if since is not None:
-        conds.append(f"f.Last >= {params.add(since)}")
-    if until is not None:
-        conds.append(f"f.Start <= {params.add(until)}")
-    if after is not None:
-        conds.append(f"f.UUID > {params.add(decode_cursor(after))}")
-    where = f" WHERE {' AND '.join(conds)}" if conds else ""
+    cursor = [Term(f"f.UUID > {params.add(decode_cursor(after))}")] if after is not None else []
     # ordered in a WITH: the embedded server builds properties() for the page only
-    return (f"MATCH (f:{FLOW}){where} WITH f ORDER BY f.UUID LIMIT {params.add(limit)} "
-            f"RETURN properties(f) AS p", dict(params.values))
+    return (f"{flows_match(filt, since, until, params, cursor)} WITH f ORDER BY f.UUID "
+            f"LIMIT {params.add(limit)} RETURN properties(f) AS p", dict(params.values))
+
+
+def flows_match(filt: FlowFilterInput | None, since: int | None, until: int | None,
+                params: Params, extra: list[Term] | None = None) -> str:
+    """The clauses binding `f` to the flows of the filter and time range: one
+    indexed condition finds them, the other indexed ones test them after a WITH."""
+    found = terms(filt, "f", params)
+    if since is not None:
+        found.append(Term(f"f.Last >= {params.add(since)}", lookups.RANGE_RANK))
+    if until is not None:
+        found.append(Term(f"f.Start <= {params.add(until)}", lookups.RANGE_RANK))
+    found += extra or []
+    first, later = lookups.split([t.text for t in found],
+                                 {t.text: t.rank for t in found if t.rank is not None})
+    where = f" WHERE {' AND '.join(first)}" if first else ""
+    then = f" WITH f WHERE {' AND '.join(later)}" if later else ""
+    return f"MATCH (f:{FLOW}){where}{then}"
 
 
 def time_arg(info: Info, arg: str, text: str | None) -> int | None:

@@ -33,7 +33,7 @@ from strawberry.scalars import JSON
 
 from skygraph.api.service import compile_bpf
 from skygraph.graphql import filters as f
-from skygraph.graphql.flows import FlowFilterInput, conditions, time_arg
+from skygraph.graphql.flows import FlowFilterInput, flows_match, time_arg
 from skygraph.graphql.scalars import Long
 from skygraph.graphql.types import Info, field
 from skygraph.gremlin import GremlinError, LimitExceededError
@@ -43,7 +43,6 @@ from skygraph.gremlin.predicates import Params
 from skygraph.topology import schema
 from skygraph.topology.flowschema import packet_json, sample_json
 
-FLOW = schema.quote(schema.FLOW_LABEL)
 HAS_METRIC = schema.quote(schema.HAS_METRIC)
 HAS_PACKET = schema.quote(schema.HAS_PACKET)
 
@@ -103,20 +102,10 @@ class RawPackets:
 
 # ---------------------------------------------------------------- reads
 
-def _flows_match(filt: FlowFilterInput | None, since: int | None, until: int | None,
-                 params: Params) -> str:
-    conds = conditions(filt, "f", params)
-    if since is not None:
-        conds.append(f"f.Last >= {params.add(since)}")
-    if until is not None:
-        conds.append(f"f.Start <= {params.add(until)}")
-    return f"MATCH (f:{FLOW}){' WHERE ' + ' AND '.join(conds) if conds else ''}"
-
-
 def flow_metrics_query(filt: FlowFilterInput | None, since: int | None, until: int | None,
                        limit: int) -> tuple[str, dict[str, Any]]:
     params = Params()
-    match = _flows_match(filt, since, until, params)
+    match = flows_match(filt, since, until, params)
     conds = []
     if since is not None:
         conds.append(f"x.Start >= {params.add(since)}")
@@ -130,7 +119,7 @@ def flow_metrics_query(filt: FlowFilterInput | None, since: int | None, until: i
 def raw_packets_query(filt: FlowFilterInput | None, since: int | None, until: int | None,
                       limit: int) -> tuple[str, dict[str, Any]]:
     params = Params()
-    match = _flows_match(filt, since, until, params)
+    match = flows_match(filt, since, until, params)
     conds = []
     if since is not None:
         conds.append(f"x.Timestamp >= {params.add(since)}")
