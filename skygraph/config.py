@@ -176,7 +176,9 @@ class FlowSection:
     update: int = 60                 # seconds between flow updates sent by agents
     expire: int = 600                # seconds of inactivity before a flow expires
     max_entries: int = 500_000       # flows per capture table (LRU beyond)
-    retention: int = 86_400          # seconds an ended flow stays in the graph
+    # seconds a flow (its samples, raw packets) stays in the graph after it was last
+    # written, whatever its packet times (an imported old trace too); 0 = forever
+    retention: int = 86_400
     default_layer_key_mode: str = "L2"
     application_timeout: Mapping[str, Any] = field(default_factory=lambda: {"arp": 10, "dns": 10})
 
@@ -224,10 +226,12 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
             raise ConfigError(f"agent.topology.probes: unknown probe {probe!r} "
                               f"(known: {', '.join(KNOWN_PROBES)})")
     for key, value in (("flow.update", cfg.flow.update), ("flow.expire", cfg.flow.expire),
-                       ("flow.max_entries", cfg.flow.max_entries),
-                       ("flow.retention", cfg.flow.retention)):
+                       ("flow.max_entries", cfg.flow.max_entries)):
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
+    if cfg.flow.retention < 0:
+        raise ConfigError(f"flow.retention: must be 0 (keep flows forever) or a number of "
+                          f"seconds, got {cfg.flow.retention}")
     if cfg.analyzer.api.max_raw_packets < 0:
         raise ConfigError(f"analyzer.api.max_raw_packets: must be 0 or more (RawPacketLimit "
                           f"is 0..max_raw_packets), got {cfg.analyzer.api.max_raw_packets}")

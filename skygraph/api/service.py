@@ -3,8 +3,9 @@
 Owns the analyzer's live topology path (in-memory graph with Skydive's rules
 -> batched writer -> event bus, in that order, so a subscriber never sees a
 change the store will not get), Gremlin execution with the API's limits,
-time arguments, and the status document. Reads go through `Reads`
-(filters, pages, batched neighbour loads); captures through `Captures`.
+time arguments, and the status document (its `Graph` counts are what the
+database holds, counted when asked). Reads go through `Reads` (filters,
+pages, batched neighbour loads); captures through `Captures`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,25 @@ from skygraph.gremlin.timeparse import time_point_ms
 from skygraph.topology.bus import EventBus, Subscription
 from skygraph.topology.graph import Graph, wall_clock_ms
 from skygraph.topology.mutations import Mutation, StoreMutation
+from skygraph.topology.schema import FLOW_LABEL, FLOW_METRIC_LABEL, NODE_LABEL, RAW_PACKET_LABEL
 from skygraph.topology.store import BatchWriter, GraphStore
 
 if TYPE_CHECKING:
     from skygraph.api.injections import Injections
 
 StatusExtra = Callable[[], Awaitable[dict[str, Any]]]
+
+# `/api/status` Graph counts: what the database holds, one label (or one hop from
+# it) each, which both servers answer without reading properties. A live edge is a
+# relationship out of a `:Node` (flows' CAPTURED_ON links point into nodes).
+COUNTS = {
+    "Nodes": f"MATCH (x:{NODE_LABEL}) RETURN count(x) AS n",
+    "Edges": f"MATCH (:{NODE_LABEL})-[x]->() RETURN count(x) AS n",
+    "Flows": f"MATCH (x:{FLOW_LABEL}) RETURN count(x) AS n",
+    "FlowMetrics": f"MATCH (x:{FLOW_METRIC_LABEL}) RETURN count(x) AS n",
+    "RawPackets": f"MATCH (x:{RAW_PACKET_LABEL}) RETURN count(x) AS n",
+}
+COUNT_TIMEOUT_S = 5.0
 
 
 class Api:
@@ -129,14 +143,31 @@ class Api:
         except Exception as exc:
             return False, f"{type(exc).__name__}: {exc}"
 
+    async def graph_counts(self) -> dict[str, int | None]:
+        """How many nodes, edges, flows, metric samples and raw packets the database
+        holds (COUNTS); None for a count the database did not give."""
+        counts: dict[str, int | None] = {}
+        for name, cypher in COUNTS.items():
+            try:
+                records = await self.store.read(cypher, {}, timeout=COUNT_TIMEOUT_S)
+                counts[name] = int(records[0]["n"]) if records else 0
+            except Exception:  # reported by Healthy/Detail; a status never fails
+                counts[name] = None
+        return counts
+
     async def status(self) -> dict[str, Any]:
         healthy, detail = await self.graph_health()
+        counts: dict[str, int | None] = (await self.graph_counts() if healthy
+                                         else dict.fromkeys(COUNTS))
         doc: dict[str, Any] = {
             "Version": __version__,
             "Uptime": int(time.time() - self.started),
             "Graph": {"Backend": self.backend, "Server": self.store.dialect.server_agent,
                       "URI": self.store.uri, "Healthy": healthy, "Detail": detail,
-                      "Nodes": len(self.graph.nodes), "Edges": len(self.graph.edges)},
+                      **counts,
+                      # the analyzer's in-memory live graph (what `Nodes`/`Edges` were)
+                      "InMemoryNodes": len(self.graph.nodes),
+                      "InMemoryEdges": len(self.graph.edges)},
             "Writer": dataclasses.asdict(self.writer.stats),
             "Agents": {},
         }

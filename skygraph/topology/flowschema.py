@@ -11,8 +11,10 @@ and prunes flows. The store (flowstore.py) runs it.
   `Metric.ABPackets`, `ICMP.ID`; `DNS.Questions` as JSON text listed in
   `_json`), so `flow_json(properties)` gives back exactly the JSON sent;
   an outer flow's empty `ParentUUID` is left out (and put back on reads).
-  The analyzer adds `Host` (the agent that sent it) and `UpdatedAt` (when it
-  was written); neither is part of the flow's JSON.
+  The analyzer adds `Host` (the agent that sent it) and `UpdatedAt` (ms,
+  the analyzer's wall clock when the store last wrote the flow: set by the
+  write itself, not taken from the packets); neither is part of the flow's
+  JSON.
 - `(:Flow)-[:CAPTURED_ON]->(:Node)` to every live node whose `TID` is the
   flow's `NodeTID`; `(:Flow)-[:INSIDE]->(:Flow)` from an inner flow to its
   tunnel flow (`ParentUUID`). Links are made when the flow is written; when
@@ -26,6 +28,14 @@ and prunes flows. The store (flowstore.py) runs it.
   each is stored once as `(:Flow)-[:HAS_PACKET]->(:RawPacket)` keyed by flow
   UUID and `Index`, `Data` as bytes. At most `max_raw_packets` per flow are
   kept (a larger `Index` is dropped), each at most `MAX_RAW_PACKET_BYTES`.
+- Retention counts from when things were written, never from packet times
+  (an imported trace from years ago stays as long as live traffic): samples
+  whose `UpdatedAt` (set when the sample was written) is older than the
+  cutoff are pruned, then flows whose `UpdatedAt` is, with their links and
+  what they still hang on to. `Start`/`Last` stay the packet times that
+  history queries read. Rows of versions that did not set `UpdatedAt` on
+  samples get it from their `Last` once (`BACKFILL`), so they keep the
+  expiry they had.
 """
 
 from __future__ import annotations
@@ -54,7 +64,9 @@ from skygraph.topology.schema import (
 
 FLOW = quote(FLOW_LABEL)
 HOST = "Host"  # the agent (host ID) that sent the flow
-UPDATED_AT = "UpdatedAt"  # ms epoch, when the analyzer wrote it
+# ms epoch, the analyzer's clock when the store last wrote the flow (or a sample):
+# what the retention counts from (set by UPSERT / WRITE_SAMPLES with $now)
+UPDATED_AT = "UpdatedAt"
 # ms epoch: the agent went away while the flow could still be active (seen within
 # flow.expire); the next update of the flow (the agent back) clears it
 AGENT_DISCONNECTED_AT = "AgentDisconnectedAt"
@@ -138,7 +150,7 @@ def flow_properties(flow: Mapping[str, Any], host: str, now_ms: int) -> dict[str
         # (one key shared by most flows makes every delete and update slow)
         del props[PARENT_UUID]
     props[HOST] = host
-    props[UPDATED_AT] = now_ms
+    props[UPDATED_AT] = now_ms  # when accepted; the store's write sets it again
     return props
 
 
@@ -267,12 +279,14 @@ NODE = quote(NODE_LABEL)
 _CAPTURED_ON = quote(CAPTURED_ON)
 _INSIDE = quote(INSIDE)
 
-# rows: write_row(); an update older than the stored one is skipped.
+_UPDATED_AT = quote(UPDATED_AT)
+# rows: write_row(); now: the write's wall clock (ms). An update older than the
+# stored one is skipped (and so does not extend the flow's retention).
 UPSERT = (
     f"UNWIND $rows AS r MERGE (f:{FLOW} {{UUID: r.UUID}}) "
     "WITH f, r WHERE f.Last IS NULL OR r.Last > f.Last OR "
     "(r.Last = f.Last AND r.tick >= coalesce(f.`LastUpdateMetric.Last`, 0)) "
-    "SET f = r.props"
+    f"SET f = r.props, f.{_UPDATED_AT} = $now"
 )
 # rows {UUID, tid}: the flows linked to their capture node (now or before).
 LINK_NODES = (
@@ -307,10 +321,12 @@ PACKET = quote(RAW_PACKET_LABEL)
 _HAS_METRIC = quote(HAS_METRIC)
 _HAS_PACKET = quote(HAS_PACKET)
 # rows {UUID, key, props}: samples and packets, each written once, under their flow
-# (written or merged by UPSERT in the same transaction).
+# (written or merged by UPSERT in the same transaction); a sample keeps the write's
+# time ($now) for the retention, a packet goes with its flow.
 WRITE_SAMPLES = (
     f"UNWIND $rows AS r MATCH (f:{FLOW} {{UUID: r.UUID}}) "
-    f"MERGE (m:{METRIC} {{{ARCHIVE_KEY}: r.key}}) ON CREATE SET m += r.props "
+    f"MERGE (m:{METRIC} {{{ARCHIVE_KEY}: r.key}}) "
+    f"ON CREATE SET m += r.props, m.{_UPDATED_AT} = $now "
     f"MERGE (f)-[:{_HAS_METRIC}]->(m)"
 )
 WRITE_PACKETS = (
@@ -326,17 +342,25 @@ PACKETS_OF = (
     f"UNWIND $uuids AS u MATCH (:{FLOW} {{UUID: u}})-[:{_HAS_PACKET}]->(p) "
     "RETURN u AS uuid, properties(p) AS p"
 )
-# Deleted in chunks: one transaction per chunk keeps each commit small. Samples
-# older than the retention go first (a long-lived flow keeps only its recent
-# ones); a flow goes with what is left of its samples and its packets.
+# Run in chunks (one transaction per chunk keeps each commit small), each returning
+# how many it did (`n`), until a chunk does fewer than $chunk.
+# Samples and flows that carry no write time (written by a version that did not set
+# it) get their `Last`, once, before the first prune: they keep the expiry they had,
+# and the prune statements below need no fallback (so they stay index range scans).
+BACKFILL = [f"MATCH (x:{label}) WHERE x.{_UPDATED_AT} IS NULL WITH x LIMIT $chunk "
+            f"SET x.{_UPDATED_AT} = coalesce(x.Last, 0) RETURN count(*) AS n"
+            for label in (METRIC, FLOW)]
+# Samples not written since the cutoff go first (a long-lived flow keeps only its
+# recent ones); then flows not written since, with what is left of their samples
+# (normally none: a sample is written with its flow, never after it) and packets.
 PRUNE_SAMPLES = (
-    f"MATCH (m:{METRIC}) WHERE m.Last < $cutoff WITH m LIMIT $chunk "
-    "DETACH DELETE m RETURN count(*) AS deleted"
+    f"MATCH (m:{METRIC}) WHERE m.{_UPDATED_AT} < $cutoff WITH m LIMIT $chunk "
+    "DETACH DELETE m RETURN count(*) AS n"
 )
 PRUNE = (
-    f"MATCH (f:{FLOW}) WHERE f.Last < $cutoff WITH f LIMIT $chunk "
+    f"MATCH (f:{FLOW}) WHERE f.{_UPDATED_AT} < $cutoff WITH f LIMIT $chunk "
     f"CALL {{ WITH f MATCH (f)-[:{_HAS_METRIC}|{_HAS_PACKET}]->(x) DETACH DELETE x }} "
-    "DETACH DELETE f RETURN count(*) AS deleted"
+    "DETACH DELETE f RETURN count(*) AS n"
 )
-CLEAR = [f"MATCH (x:{label}) WITH x LIMIT $chunk DETACH DELETE x RETURN count(*) AS deleted"
+CLEAR = [f"MATCH (x:{label}) WITH x LIMIT $chunk DETACH DELETE x RETURN count(*) AS n"
          for label in (METRIC, PACKET, FLOW)]

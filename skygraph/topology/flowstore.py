@@ -5,9 +5,12 @@
   linked and only tries again for the others, on their next update. Each
   update's `LastUpdateMetric` sample and the raw packets sent with it are
   written in the same transaction (every update's, not only the newest's).
-  It reads flows, samples and packets by flow UUID, and prunes what is older
-  than the retention: samples whose `Last` is, then flows whose `Last` is,
-  with their links, samples and packets.
+  Every write stamps the flow and its new samples with the store's wall clock
+  (`UpdatedAt`). It reads flows, samples and packets by flow UUID, and prunes
+  what was not written within the retention: samples first, then flows, with
+  their links, samples and packets. The retention counts from the write, not
+  from the packets' times, so an old trace imported today stays for the
+  retention like live traffic; a retention <= 0 keeps everything.
 - `FlowSink` sits in front of it in the analyzer: agents' flow updates are
   validated and accepted into a bounded queue (`put` waits while it is full:
   backpressure), passed at once to an optional `publish` hook (GraphQL
@@ -16,7 +19,8 @@
   are retried until the database takes the batch, so an accepted flow is
   never lost; a flow the database refuses for good is isolated (the batch is
   halved until it is found), logged and counted. Every `prune_interval`
-  seconds it prunes what is past the retention.
+  seconds it prunes what is past the retention (flows and samples pruned are
+  counted in its status; with no retention it does not run).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any
 
 from skygraph.topology.flowschema import (
     AGENT_DISCONNECTED_AT,
+    BACKFILL,
     BY_UUIDS,
     CLEAR,
     DEFAULT_MAX_RAW_PACKETS,
@@ -64,23 +69,35 @@ Row = dict[str, Any]
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one prune deleted: flows (with their links, packets and any samples
+    left) and samples past the retention."""
+    flows: int = 0
+    samples: int = 0
+
+
 class FlowStore:
     """Flow reads and writes over a `GraphStore` (which owns the connection)."""
 
     def __init__(self, store: GraphStore, retention_s: float = DEFAULT_RETENTION_S,
                  linked_memory: int = LINKED_MEMORY,
-                 max_raw_packets: int = DEFAULT_MAX_RAW_PACKETS) -> None:
+                 max_raw_packets: int = DEFAULT_MAX_RAW_PACKETS,
+                 clock: Callable[[], int] = wall_clock_ms) -> None:
         self.store = store
-        self.retention_s = retention_s
+        self.retention_s = retention_s  # <= 0: keep everything
         self.max_raw_packets = max_raw_packets  # kept per flow (a larger Index is dropped)
+        self.clock = clock  # ms epoch: the write time stamped on flows and samples
         self._linked: LRU[bool] = LRU(linked_memory)
+        self._backfilled = False
 
     async def write(self, rows: Sequence[Row]) -> int:
         """Write rows of `flowschema.write_row` in one transaction: the newest
         update of each flow (an update older than the stored one is skipped),
         then the links not made yet, the metric sample and raw packets of every
-        update. Returns how many flows were in the batch. Raises the driver's
-        errors (the sink retries them)."""
+        update; the flows written and their new samples get `clock()` as
+        `UpdatedAt`, where their retention starts. Returns how many flows were
+        in the batch. Raises the driver's errors (the sink retries them)."""
         samples = [r["sample"] for r in rows if r.get("sample") is not None]
         packets = [p for r in rows for p in r.get("packets") or ()]
         rows = newest(rows)
@@ -89,7 +106,8 @@ class FlowStore:
         need = [r for r in rows if self._linked.get(r["UUID"]) is None]
         nodes = [{"UUID": r["UUID"], "tid": r["tid"]} for r in need if r["tid"]]
         parents = [{"UUID": r["UUID"], "parent": r["parent"]} for r in need if r["parent"]]
-        statements: list[tuple[str, dict[str, Any]]] = [(UPSERT, {"rows": rows})]
+        now = self.clock()
+        statements: list[tuple[str, dict[str, Any]]] = [(UPSERT, {"rows": rows, "now": now})]
         if nodes:
             statements.append((LINK_NODES, {"rows": nodes}))
         if parents:
@@ -97,7 +115,7 @@ class FlowStore:
         if need:
             statements.append((LINK_CHILDREN, {"uuids": [r["UUID"] for r in need]}))
         if samples:
-            statements.append((WRITE_SAMPLES, {"rows": samples}))
+            statements.append((WRITE_SAMPLES, {"rows": samples, "now": now}))
         if packets:
             statements.append((WRITE_PACKETS, {"rows": packets}))
         results = iter((await self.store.run_all(statements))[1:])
@@ -146,37 +164,47 @@ class FlowStore:
                                                          "now": now_ms})
         return int(records[0]["marked"]) if records else 0
 
-    async def prune(self, now_ms: int) -> int:
-        """Delete the metric samples, then the flows, whose `Last` is more than
+    async def prune(self, now_ms: int) -> Pruned:
+        """Delete the metric samples, then the flows, last written more than
         `retention_s` before `now_ms` (a flow's links, samples and raw packets go
-        with it); returns how many flows. A retention <= 0 keeps all."""
+        with it), whatever their packet times. A retention <= 0 keeps all."""
         if self.retention_s <= 0:
-            return 0
+            return Pruned()
+        if not self._backfilled:
+            for cypher in BACKFILL:
+                if done := await self._chunks(cypher, {}):
+                    log.info("flows: %d rows written without a write time get their Last "
+                             "as one", done)
+            self._backfilled = True
         cutoff = now_ms - int(self.retention_s * 1000)
-        samples = await self._delete_chunks(PRUNE_SAMPLES, {"cutoff": cutoff})
+        samples = await self._chunks(PRUNE_SAMPLES, {"cutoff": cutoff})
         if samples:
-            log.info("flows: pruned %d metric samples older than %d", samples, cutoff)
-        total = await self._delete_chunks(PRUNE, {"cutoff": cutoff})
+            log.info("flows: pruned %d metric samples not written since %d (retention %gs)",
+                     samples, cutoff, self.retention_s)
+        total = await self._chunks(PRUNE, {"cutoff": cutoff})
         if total:
             # a pruned flow that comes back (an old update replayed) is new again
             self._linked.clear()
-            log.info("flows: pruned %d flows last seen before %d", total, cutoff)
-        return total
+            log.info("flows: pruned %d flows not written since %d (retention %gs)", total,
+                     cutoff, self.retention_s)
+        return Pruned(total, samples)
 
     async def clear(self) -> int:
         """Delete every flow, sample and raw packet (tests, `graph import --replace`);
         returns how many flows."""
         self._linked.clear()
-        counts = [await self._delete_chunks(cypher, {}) for cypher in CLEAR]
+        counts = [await self._chunks(cypher, {}) for cypher in CLEAR]
         return counts[-1]
 
-    async def _delete_chunks(self, cypher: str, params: dict[str, Any]) -> int:
+    async def _chunks(self, cypher: str, params: dict[str, Any]) -> int:
+        """Run a statement doing at most $chunk rows (it returns how many, `n`) until
+        it does fewer; returns the total."""
         total = 0
         while True:
             records = await self.store.run(cypher, {**params, "chunk": PRUNE_CHUNK})
-            deleted = int(records[0]["deleted"]) if records else 0
-            total += deleted
-            if deleted < PRUNE_CHUNK:
+            done = int(records[0]["n"]) if records else 0
+            total += done
+            if done < PRUNE_CHUNK:
                 return total
 
 
@@ -191,7 +219,8 @@ class FlowSinkStats:
     invalid: int = 0  # documents refused at `put` (no UUID, reserved or mistyped field)
     raw_packets_dropped: int = 0  # raw packets past the store's per-flow bound
     rejected: int = 0  # flows the database refused for good
-    pruned: int = 0
+    pruned: int = 0  # flows the retention removed (not written within flow.retention)
+    pruned_samples: int = 0  # metric samples the retention removed
     last_error: str = ""
     rejected_details: list[str] = field(default_factory=list)
 
@@ -219,7 +248,7 @@ class FlowSink:
     async def start(self) -> None:
         if not self._tasks:
             self._tasks = [asyncio.create_task(self._run(), name="skygraph-flow-sink")]
-            if self.prune_interval > 0:
+            if self.prune_interval > 0 and self.flows.retention_s > 0:
                 self._tasks.append(asyncio.create_task(self._prune_loop(),
                                                        name="skygraph-flow-prune"))
 
@@ -286,10 +315,11 @@ class FlowSink:
         return self._queue.qsize()
 
     def status(self) -> dict[str, Any]:
-        """Counters for `/api/status`."""
+        """Counters for `/api/status`, and the retention in force (s, 0: keep all)."""
         doc: dict[str, Any] = {k: v for k, v in vars(self.stats).items()
                                if k != "rejected_details"}
         doc["queued"] = self.queued
+        doc["retention"] = max(self.flows.retention_s, 0)
         return doc
 
     # ------------------------------------------------------------ internals
@@ -314,7 +344,9 @@ class FlowSink:
         while True:
             await asyncio.sleep(self.prune_interval)
             try:
-                self.stats.pruned += await self.flows.prune(self.clock())
+                pruned = await self.flows.prune(self.clock())
+                self.stats.pruned += pruned.flows
+                self.stats.pruned_samples += pruned.samples
             except Exception as exc:  # the next round tries again
                 self.stats.last_error = f"prune: {type(exc).__name__}: {exc}"
                 log.warning("flows: prune failed (%s); next in %.0fs", self.stats.last_error,

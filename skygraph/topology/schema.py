@@ -220,11 +220,13 @@ def schema_statements() -> list[str]:
     stmts += index_seed_statements()
     for prop in FLOW_INDEXED:
         stmts.append(flow_index_statement(prop))
-    # A flow's metric samples and raw packets: keyed (replays change nothing); samples
-    # are pruned by `Last`.
+    # A flow's metric samples and raw packets: keyed (replays change nothing). The
+    # retention prunes flows and samples by when they were written (`UpdatedAt`).
     stmts += [
         "CREATE CONSTRAINT flow_metric_key IF NOT EXISTS FOR (m:FlowMetric) REQUIRE m._key IS UNIQUE",
         "CREATE INDEX flow_metric_last IF NOT EXISTS FOR (m:FlowMetric) ON (m.Last)",
+        "CREATE INDEX flow_metric_updated_at IF NOT EXISTS FOR (m:FlowMetric) ON (m.UpdatedAt)",
+        "CREATE INDEX flow_updated_at IF NOT EXISTS FOR (f:Flow) ON (f.UpdatedAt)",
         "CREATE CONSTRAINT raw_packet_key IF NOT EXISTS FOR (p:RawPacket) REQUIRE p._key IS UNIQUE",
     ]
     for prop in ("ID", "ArchivedAt"):

@@ -75,3 +75,14 @@ def test_raw_packet_bound_must_not_be_negative(tmp_path):
                 env={}).analyzer.api.max_raw_packets == 0
     with pytest.raises(ConfigError, match=r"analyzer.api.max_raw_packets: must be 0 or more"):
         load(write(tmp_path, "analyzer:\n  api:\n    max_raw_packets: -1\n"), env={})
+
+
+def test_flow_retention_zero_keeps_everything_and_negative_is_refused(tmp_path):
+    assert load(None, env={}).flow.retention == 86_400
+    assert load(write(tmp_path, "flow:\n  retention: 0\n"), env={}).flow.retention == 0
+    assert load(write(tmp_path, "flow:\n  retention: 60\n"), env={}).flow.retention == 60
+    with pytest.raises(ConfigError, match=r"^flow\.retention: must be 0 \(keep flows forever\) "
+                                          r"or a number of seconds, got -1$"):
+        load(write(tmp_path, "flow:\n  retention: -1\n"), env={})
+    with pytest.raises(ConfigError, match=r"flow\.expire: must be positive, got 0"):
+        load(write(tmp_path, "flow:\n  expire: 0\n"), env={})

@@ -17,8 +17,8 @@ from skygraph.capture.offline import process_file
 from skygraph.capture.options import CaptureOptions
 from skygraph.capture.table import FlowTable
 from skygraph.topology.flowschema import write_row
-from skygraph.topology.flowstore import FlowSink, FlowStore
-from skygraph.topology.graph import Graph
+from skygraph.topology.flowstore import FlowSink, FlowStore, Pruned
+from skygraph.topology.graph import Graph, wall_clock_ms
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import EdgeAdded, NodeAdded, NodeDeleted, NodeUpdated
 from skygraph.topology.store import GraphStore
@@ -218,25 +218,27 @@ def test_a_flow_not_linked_yet_is_linked_on_its_next_update(bolt_server):
     run(scenario())
 
 
-def test_retention_prunes_old_flows_with_their_links(bolt_server):
+def test_retention_prunes_flows_not_written_within_it_with_their_links(bolt_server):
     gre = pcap_flows("gre-gre-icmpv4.pcap", "tid-gre0")  # captured in 2017
-    recent = []
-    for i, f in enumerate(pcap_flows("vxlan-src-port.pcap", "tid-gre0")):
-        recent.append({**f, "Last": T - 1000 * i, "Start": T - 5000})
+    recent = pcap_flows("vxlan-src-port.pcap", "tid-gre0")  # 2017 too: packet times do not count
+    clock = [T - 3600_000 - 1]
 
     async def scenario() -> None:
         store = await open_store(bolt_server)
         await Topology(store).host_with(("gre0", "tid-gre0"))
-        flows = FlowStore(store, retention_s=3600)
-        await flows.write(rows(gre + recent))
+        flows = FlowStore(store, retention_s=3600, clock=lambda: clock[0])
+        await flows.write(rows(gre))  # written just over an hour before T
+        for i, f in enumerate(recent):
+            clock[0] = T - 1000 * i
+            await flows.write(rows([f]))
         assert await count(store, "(:Flow)-[r]->()") == 10
-        assert await flows.prune(T) == 3
+        assert await flows.prune(T) == Pruned(flows=3)
         assert sorted(f["UUID"] for f in await flows.flows([f["UUID"] for f in gre + recent])) \
             == sorted(f["UUID"] for f in recent)
         assert await count(store, "(:Flow)-[r]->()") == 5
-        assert await flows.prune(T) == 0
-        # an hour later the others go too (Last older than the retention)
-        assert await flows.prune(T + 3600_000 - 500) == 2
+        assert await flows.prune(T) == Pruned()
+        # an hour later the others go too (written more than the retention before)
+        assert await flows.prune(T + 3600_000 - 500) == Pruned(flows=2)
         assert await count(store, "(f:Flow)") == 1
         assert await count(store, "(:Node {ID: 'gre0'})") == 1  # topology untouched
         await store.close()
@@ -270,18 +272,28 @@ def test_sink_batches_publishes_and_counts(bolt_server):
     run(scenario())
 
 
-def test_sink_prunes_on_its_own(bolt_server):
+def test_sink_prunes_on_its_own_and_counts_it(bolt_server):
+    table = FlowTable(node_tid="t")
+    table.feed(bytes(Ether(src=A_MAC, dst=B_MAC) / IP(src="10.0.0.1", dst="10.0.0.2")
+                     / ICMP(id=3)), T * MS)
+    update = table.update_at(T + 1000)[0].to_json()  # with a LastUpdateMetric sample
+
     async def scenario() -> None:
         store = await open_store(bolt_server)
-        sink = FlowSink(FlowStore(store, retention_s=60), max_delay=0.01, prune_interval=0.2)
+        # the sink's clock two minutes ahead: what is written now is past a 60 s retention
+        sink = FlowSink(FlowStore(store, retention_s=60), max_delay=0.01, prune_interval=0.2,
+                        clock=lambda: wall_clock_ms() + 120_000)
         await sink.start()
-        await sink.put("agent1", pcap_flows("simple-tcpv4.pcap", "t"))  # from 2017
+        await sink.put("agent1", [*pcap_flows("simple-tcpv4.pcap", "t"), update])
         await sink.flush()
         deadline = time.monotonic() + 30
-        while sink.stats.pruned == 0 and time.monotonic() < deadline:
+        while sink.stats.pruned < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert sink.stats.pruned == 1
+        assert (sink.stats.pruned, sink.stats.pruned_samples) == (2, 1)
+        status = sink.status()
+        assert (status["pruned"], status["pruned_samples"], status["retention"]) == (2, 1, 60)
         assert await count(store, "(f:Flow)") == 0
+        assert await count(store, "(m:FlowMetric)") == 0
         await sink.stop()
         await store.close()
     run(scenario())
@@ -347,10 +359,14 @@ def test_samples_and_raw_packets_kept_once_and_pruned_with_the_retention(bolt_se
 
         async def publish(flow: dict[str, Any]) -> None:
             published.append(flow)
-        flows = FlowStore(store, retention_s=3600)
+        clock = [T + 1000]
+        flows = FlowStore(store, retention_s=3600, clock=lambda: clock[0])
         sink = FlowSink(flows, max_delay=0.01, prune_interval=0, publish=publish)
         await sink.start()
-        await sink.put("agent1", [first, second, first])   # the first one replayed
+        await sink.put("agent1", [first])
+        await sink.flush()
+        clock[0] = T + 61_000  # each update written when it is sent
+        await sink.put("agent1", [second, first])   # the first one replayed
         await sink.stop()
         assert all("LastRawPackets" not in f for f in published)  # Skydive's JSON
         uuid = first["UUID"]
@@ -363,12 +379,13 @@ def test_samples_and_raw_packets_kept_once_and_pruned_with_the_retention(bolt_se
         assert base64.b64decode(packets[0]["Data"]) == frame
         assert await count(store, "(:Flow)-[:HAS_METRIC]->(:FlowMetric)") == 2
         assert await count(store, "(:Flow)-[:HAS_PACKET]->(:RawPacket)") == 3
-        # an hour after the first sample: it goes, the flow (seen later) stays
-        assert await flows.prune(T + 1000 + 3600_000 + 1) == 0
+        # an hour after the first sample was written: it goes (its replay did not
+        # renew it), the flow (written again later) stays
+        assert await flows.prune(T + 1000 + 3600_000 + 1) == Pruned(samples=1)
         assert await count(store, "(m:FlowMetric)") == 1
         assert await count(store, "(p:RawPacket)") == 3
-        # an hour after the flow's last packet: the flow, its sample and packets go
-        assert await flows.prune(T + 61_000 + 3600_000 + 1) == 1
+        # an hour after the flow's last write: the flow, its sample and packets go
+        assert await flows.prune(T + 61_000 + 3600_000 + 1) == Pruned(flows=1, samples=1)
         for label in ("Flow", "FlowMetric", "RawPacket"):
             assert await count(store, f"(x:{label})") == 0, label
         # clear() removes all three kinds too
