@@ -22,7 +22,8 @@ through Bolt; docs/benchmarks.md "Flow queries at scale"):
 - An index seek compares a value of the other type by its text
   (`Transport.A = '80'` finds port 80, `Network.A = 5` the address '5'),
   which Cypher never does; a type test next to such a comparison keeps the
-  answer exact and the seek.
+  answer exact and the seek -- but an OR of such tests is a label scan
+  (kept: a value of the wrong type finds nothing on conforming flows).
 
 So a flow MATCH keeps one indexed condition, the best ranked (`split`), with
 the conditions no index serves and the ranges; the other indexed equalities
@@ -61,6 +62,7 @@ class Term:
 
     text: str
     rank: int | None = None
+    typed: bool = False  # carries a type test: no union seek in an OR
 
 
 def indexed(key: Key) -> bool:
@@ -76,7 +78,8 @@ def value_term(key: Key, arg: Arg, var: str, params: Params) -> Term:
     single = Key(key.text, key.prop, True)  # every indexed field holds one scalar
     x, rank = single.expr(var), LOOKUP_RANK[key.prop]
     if isinstance(arg, Literal):
-        return Term(_typed(f"{x} = {params.add(arg.value)}", x, key.prop, [arg.value]), rank)
+        cond = _typed(f"{x} = {params.add(arg.value)}", x, key.prop, [arg.value])
+        return Term(cond, rank, cond.startswith("("))
     if isinstance(arg, Call) and arg.name == "Within":
         values = [literal(a, arg.name) for a in arg.args]
         groups: dict[str, list[Any]] = {}
@@ -85,7 +88,8 @@ def value_term(key: Key, arg: Arg, var: str, params: Params) -> Term:
         alts = [_typed(f"{x} IN {params.add(vs)}", x, key.prop, vs) for vs in groups.values()]
         if not alts:
             return Term("false")
-        return Term(alts[0] if len(alts) == 1 else "(" + " OR ".join(alts) + ")", rank)
+        typed = any(a.startswith("(") for a in alts)
+        return Term(alts[0] if len(alts) == 1 else "(" + " OR ".join(alts) + ")", rank, typed)
     if isinstance(arg, Call) and arg.name in _RANGES and key.prop in INTEGER_FIELDS:
         for a in arg.args:
             integer(a, arg.name)  # the same errors as value_condition's
@@ -98,7 +102,8 @@ def any_of(terms: Sequence[Term]) -> Term:
     if len(terms) == 1:
         return terms[0]
     ranks = [t.rank for t in terms]
-    rank = None if any(r is None for r in ranks) else max(r for r in ranks if r is not None)
+    rank = None if any(r is None for r in ranks) or any(t.typed for t in terms) \
+        else max(r for r in ranks if r is not None)
     return Term("(" + " OR ".join(t.text for t in terms) + ")", rank)
 
 
