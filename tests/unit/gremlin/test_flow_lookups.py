@@ -27,5 +27,5 @@ def test_bootstrap_creates_each_flow_index():
     stmts = "\n".join(schema.schema_statements())
     for prop in schema.FLOW_INDEXED:
         statement = schema.flow_index_statement(prop)
-        assert statement in stmts and "FOR (f:Flow)" in statement
+        assert statement in stmts and f"ON (f.{schema.quote(prop)})" in statement
     assert "REQUIRE f.UUID IS UNIQUE" in stmts
