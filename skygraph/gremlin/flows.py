@@ -112,6 +112,7 @@ class FlowState:
     packet_var: str = ""  # RawPackets(): the stored packets
     packet_filters: list[tuple[str, int]] = field(default_factory=list)  # BPF(): (filter, column)
     ranks: dict[str, int] = field(default_factory=dict)  # indexed conditions: their rank
+    lookups: dict[str, Term] = field(default_factory=dict)  # indexed conditions' terms
 
 
 # ---------------------------------------------------------------- keys and filters
@@ -171,6 +172,7 @@ def filter_terms(b: _Builder, terms: Sequence[Term]) -> None:
     for term in terms:
         if term.rank is not None:
             b.flow.ranks[term.text] = term.rank
+            b.flow.lookups[term.text] = term
         b.filter(term.text)
 
 
@@ -216,11 +218,19 @@ def step_flows(b: _Builder, step: Step) -> None:
             b.emit(f"WITH {keep}collect(DISTINCT {b.cur}.TID) AS {tids}")
 
         def render(c: list[str]) -> str:
+            # after a WITH: only plain equalities are sought (lookups.py)
             first, later = lookups.split(c, ranks)
-            if first and ranks.get(first[0], lookups.RANGE_RANK) < lookups.LOOKUP_RANK["NodeTID"]:
+            best = b.flow.lookups.get(first[0]) if first else None
+            if best is not None and best.eqs and best.rank is not None \
+                    and best.rank < lookups.LOOKUP_RANK["NodeTID"]:
                 # a better look-up than the capture nodes' flows
-                return (f"MATCH ({v}:{FLOW}){where([*first, f'{v}.NodeTID IN {tids}'])}"
-                        f"{then(later)}")
+                rest = [*first[1:], *later]
+                mine = f"{v}.NodeTID IN {tids}"
+                if len(best.eqs) == 1:
+                    return f"MATCH ({v}:{FLOW}){where([best.eqs[0], mine])}{then(rest)}"
+                branches = " UNION ".join(f"WITH {tids} MATCH ({v}:{FLOW}){where([eq, mine])} "
+                                          f"RETURN {v}" for eq in best.eqs)
+                return f"CALL {{ {branches} }}{then(rest)}"
             return (f"UNWIND {tids} AS {t} MATCH ({v}:{FLOW} {{NodeTID: {t}}})"
                     f"{where([x for x in c if x not in ranks])}"
                     f"{then([x for x in c if x in ranks])}")

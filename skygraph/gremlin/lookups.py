@@ -19,11 +19,16 @@ through Bolt; docs/benchmarks.md "Flow queries at scale"):
   equality seek to it. Fast only when the index keys are typed LONG
   (`schema.INTEGER_INDEXED`).
 - `<>`, `NOT ... IN`, regular expressions and CIDR ranges: a label scan.
+- A MATCH after a WITH (the flows of `G.V()...Flows()`: after the nodes'
+  TIDs) runs without that planner ("Traditional Execution"): there only a
+  plain equality is sought; an OR, an IN list or a range scans the label
+  (2 s at 500,000 flows). Such a look-up is written as a UNION of one
+  equality per branch (`Term.eqs`), else the capture nodes' flows are the
+  look-up (`NodeTID`).
 - An index seek compares a value of the other type by its text
   (`Transport.A = '80'` finds port 80, `Network.A = 5` the address '5'),
   which Cypher never does; a type test next to such a comparison keeps the
-  answer exact and the seek -- but an OR of such tests is a label scan
-  (kept: a value of the wrong type finds nothing on conforming flows).
+  answer exact and the seek (an OR of such tests is still a union seek).
 
 So a flow MATCH keeps one indexed condition, the best ranked (`split`), with
 the conditions no index serves and the ranges; the other indexed equalities
@@ -50,6 +55,7 @@ LOOKUP_RANK: Mapping[str, int] = {
     "Application": 4, "LayersPath": 4,
 }
 RANGE_RANK = 5  # a range on an indexed integer: a seek is always preferred
+MAX_UNION = 8  # an IN list of up to this many values may become a UNION of seeks
 INTEGER_FIELDS = frozenset(schema.INTEGER_INDEXED[schema.FLOW_LABEL])
 _RANGES = frozenset({"Lt", "Gt", "Lte", "Gte", "Inside", "Between"})
 _TYPE_TESTS = {"string": "{x} IS :: STRING", "boolean": "{x} IS :: BOOLEAN",
@@ -62,7 +68,7 @@ class Term:
 
     text: str
     rank: int | None = None
-    typed: bool = False  # carries a type test: no union seek in an OR
+    eqs: tuple[str, ...] = ()  # equalities whose union it is (each one index seek)
 
 
 def indexed(key: Key) -> bool:
@@ -78,8 +84,8 @@ def value_term(key: Key, arg: Arg, var: str, params: Params) -> Term:
     single = Key(key.text, key.prop, True)  # every indexed field holds one scalar
     x, rank = single.expr(var), LOOKUP_RANK[key.prop]
     if isinstance(arg, Literal):
-        cond = _typed(f"{x} = {params.add(arg.value)}", x, key.prop, [arg.value])
-        return Term(cond, rank, cond.startswith("("))
+        eq = _typed(f"{x} = {params.add(arg.value)}", x, key.prop, [arg.value])
+        return Term(eq, rank, (eq,))
     if isinstance(arg, Call) and arg.name == "Within":
         values = [literal(a, arg.name) for a in arg.args]
         groups: dict[str, list[Any]] = {}
@@ -88,8 +94,9 @@ def value_term(key: Key, arg: Arg, var: str, params: Params) -> Term:
         alts = [_typed(f"{x} IN {params.add(vs)}", x, key.prop, vs) for vs in groups.values()]
         if not alts:
             return Term("false")
-        typed = any(a.startswith("(") for a in alts)
-        return Term(alts[0] if len(alts) == 1 else "(" + " OR ".join(alts) + ")", rank, typed)
+        eqs = tuple(_typed(f"{x} = {params.add(v)}", x, key.prop, [v]) for v in values) \
+            if len(values) <= MAX_UNION else ()
+        return Term(alts[0] if len(alts) == 1 else "(" + " OR ".join(alts) + ")", rank, eqs)
     if isinstance(arg, Call) and arg.name in _RANGES and key.prop in INTEGER_FIELDS:
         for a in arg.args:
             integer(a, arg.name)  # the same errors as value_condition's
@@ -102,9 +109,9 @@ def any_of(terms: Sequence[Term]) -> Term:
     if len(terms) == 1:
         return terms[0]
     ranks = [t.rank for t in terms]
-    rank = None if any(r is None for r in ranks) or any(t.typed for t in terms) \
-        else max(r for r in ranks if r is not None)
-    return Term("(" + " OR ".join(t.text for t in terms) + ")", rank)
+    rank = None if any(r is None for r in ranks) else max(r for r in ranks if r is not None)
+    eqs = sum((t.eqs for t in terms), ()) if all(t.eqs for t in terms) else ()
+    return Term("(" + " OR ".join(t.text for t in terms) + ")", rank, eqs)
 
 
 def all_of(terms: Sequence[Term]) -> Term:
