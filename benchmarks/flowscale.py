@@ -128,8 +128,10 @@ class Case:
 def cases(n: int) -> list[Case]:
     t_end = T0 + (n - 1) * STEP_MS
     lo = t_end - 60_000 - 600_000  # the window and flow.expire (SPEC 1h)
-    # the client of a flow of the last minute, and two others
-    ip, ip2, ip3 = (synthetic_flow(k)["Network.A"] for k in (n - 2_000, n // 2, n // 3))
+    # the client of a flow of the last minute (and its capture interface), two others
+    recent = synthetic_flow(n - 2_000)
+    ip, tid_node = recent["Network.A"], recent["NodeTID"]
+    ip2, ip3 = (synthetic_flow(k)["Network.A"] for k in (n // 2, n // 3))
     tid = tracking_id(n // 2)
     either = "(f.`Network.A` = $ip OR f.`Network.B` = $ip)"
     scan = "MATCH (f:Flow) WITH f WHERE "
@@ -154,6 +156,9 @@ def cases(n: int) -> list[Case]:
              {"t": t_end, "lo": lo}, True),
         Case("Has('Network', ip) (either end)", f"G.Flows().Has('Network', '{ip}')", None, None,
              scan + either + props, {"ip": ip}, True),
+        Case("V(interface).Flows().Has('Network', ip)",
+             f"G.V().Has('TID', '{tid_node}').Flows().Has('Network', '{ip}')", None, None,
+             scan + f"f.NodeTID = $tid AND {either}" + props, {"ip": ip, "tid": tid_node}, True),
         Case("Has('Network', ip).Has(App, 'UDP')",
              f"G.Flows().Has('Network', '{ip}').Has('Application', 'UDP')", None, None,
              scan + either + " AND f.Application = 'UDP'" + props, {"ip": ip}, True),
@@ -346,6 +351,10 @@ async def main(args: argparse.Namespace) -> int:
     misses: list[str] = []
     try:
         await store.bootstrap()
+        # the capture interfaces, for the flows of a node
+        await store.run("UNWIND range(0, $n - 1) AS i CREATE (:Node {ID: 'if-' + toString(i), "
+                        "Name: 'eth' + toString(i), Type: 'veth', TID: 'tid-' + toString(i)})",
+                        {"n": INTERFACES})
         keys = index_key_types(server)
         integer = {k: v for k, v in keys.items()
                    if k in ("flow_start", "flow_last", "flow_transport_a", "flow_transport_b")}
