@@ -155,3 +155,21 @@ def test_flow_index_statements_are_named_quoted_and_typed() -> None:
     assert "s.`Transport.A` = 4611686018427387904" in stmts[seed]
     assert stmts[-1].startswith("MATCH (s:`FlowMetric`") and "DETACH DELETE s" in stmts[-1]
     assert stmts[-2].startswith("MATCH (s:`Flow` {`UUID`: '_skygraph_index_types'})")
+
+
+# The fields users filter flows on (issue 17): each must be served by an index.
+FILTERED_BY_USERS = ("Application", "LayersPath", "Network.A", "Network.B", "Link.A", "Link.B",
+                     "Transport.A", "Transport.B", "TrackingID", "L3TrackingID", "ParentUUID",
+                     "NodeTID", "CaptureID", "Start", "Last")
+
+
+def test_the_fields_users_filter_on_are_looked_up_through_an_index() -> None:
+    assert [p for p in FILTERED_BY_USERS if p not in LOOKUP_RANK] == []
+
+
+def test_bootstrap_creates_each_flow_index() -> None:
+    stmts = "\n".join(schema.schema_statements())
+    for prop in schema.FLOW_INDEXED:
+        statement = schema.flow_index_statement(prop)
+        assert statement in stmts and f"ON (f.{schema.quote(prop)})" in statement
+    assert "REQUIRE f.UUID IS UNIQUE" in stmts
