@@ -58,7 +58,9 @@ PACKET_FANOUT = 18
 PACKET_FANOUT_DATA = 22
 PACKET_FANOUT_CBPF = 6
 PACKET_FANOUT_FLAG_UNIQUEID = 0x2000  # the kernel picks a group id no one else uses
-NEW_GROUP = 0  # `Ring.open(fanout=NEW_GROUP)`: start a fanout group
+# `Ring.open(fanout=NEW_GROUP)`: start a fanout group.  Not 0: the kernel's group ids
+# are 0..65535 and the first group made after boot is 0 (a peer given id 0 must join it).
+NEW_GROUP = -1
 
 TP_STATUS_KERNEL = 0x0
 TP_STATUS_USER = 0x1
@@ -532,7 +534,12 @@ def join_fanout(sock: socket.socket, group: int) -> int:
         sock.setsockopt(SOL_PACKET, PACKET_FANOUT, flags << 16)
         _set_program(sock, SOL_PACKET, PACKET_FANOUT_DATA, fanout_program().pack())
         return int(sock.getsockopt(SOL_PACKET, PACKET_FANOUT)) & 0xFFFF
-    sock.setsockopt(SOL_PACKET, PACKET_FANOUT, (group & 0xFFFF) | PACKET_FANOUT_CBPF << 16)
+    if not 0 <= group <= 0xFFFF:
+        raise ValueError(f"a fanout group id is 0..65535, not {group}")
+    sock.setsockopt(SOL_PACKET, PACKET_FANOUT, group | PACKET_FANOUT_CBPF << 16)
+    joined = int(sock.getsockopt(SOL_PACKET, PACKET_FANOUT)) & 0xFFFF
+    if joined != group:  # not expected from the kernel; a split capture must not double
+        raise OSError(errno.EINVAL, f"joined fanout group {joined}, not {group}")
     return group
 
 

@@ -5,6 +5,7 @@ are those one reader gives, counters exact; both readers did take packets."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from typing import Any
@@ -15,7 +16,8 @@ from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Packet
 
-from skygraph.capture import fanout
+from skygraph.capture import afpacket, fanout
+from skygraph.capture.bpf import compile_filter
 from skygraph.capture.live import LiveCapture
 from skygraph.capture.options import TableSettings
 from skygraph.capture.table import FlowTable
@@ -142,3 +144,46 @@ def test_workers_default_to_one_and_a_target_keeps_one(pair: VethPair) -> None:
                             "Target": "127.0.0.1:2055"}, "node-1", pair.metadata(), pair.a,
                            SETTINGS, [], Collector())
     assert targeted.workers == 1
+
+
+def test_a_reader_joins_the_group_whose_id_is_0(pair: VethPair) -> None:
+    """The first fanout group made after boot has id 0: a peer given 0 joins that
+    group (it once took 0 for "start a group" and saw every packet a second time)."""
+    ifindex = run_in(pair.a, lambda: socket.if_nametoindex(pair.a_if))
+    first = run_in(pair.a, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+    ring = None
+    try:
+        # Only the test's frames (the veth's own IPv6 chatter left out), on both sockets.
+        ours = compile_filter(f"ether src {MAC_B}", 1).pack()
+        afpacket.attach_filter(first, ours)
+        first.bind((pair.a_if, 0x0003))  # ETH_P_ALL, once filtered
+        # Group 0 of this (new) namespace, made by hand: CBPF, the capture's hash.
+        first.setsockopt(afpacket.SOL_PACKET, afpacket.PACKET_FANOUT,
+                         0 | afpacket.PACKET_FANOUT_CBPF << 16)
+        afpacket._set_program(first, afpacket.SOL_PACKET, afpacket.PACKET_FANOUT_DATA,
+                              fanout.program().pack())
+        ring = afpacket.Ring.open(pair.a, ifindex, ours, fanout=0)
+        assert ring.fanout_group == 0
+        requests, _ = conversations()
+        frames = [bytes(p) for p in requests]
+        send_frames(pair.b, pair.b_if, frames)
+        first.setblocking(False)
+        taken = 0
+        deadline = time.monotonic() + 5
+        while taken + ring.stats().packets < len(frames) and time.monotonic() < deadline:
+            try:
+                first.recv(65535)
+                taken += 1
+            except BlockingIOError:
+                time.sleep(0.01)
+        time.sleep(0.2)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                first.recv(65535)
+                taken += 1
+        shares = (taken, ring.stats().packets)
+        assert sum(shares) == len(frames) and min(shares) > 0, shares
+    finally:
+        first.close()
+        if ring is not None:
+            ring.close()
