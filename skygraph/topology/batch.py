@@ -113,11 +113,6 @@ class BatchPlan:
     written_nodes: dict[str, Known | None] = field(default_factory=dict)
     written_edges: dict[str, Known | None] = field(default_factory=dict)
 
-    def add(self, cypher: str, rows: list[dict[str, Any]],
-            creates: tuple[dict[str, str], ...] = (), guarded: tuple[str, ...] = ()) -> None:
-        if rows:
-            self.statements.append(Statement(cypher, {"rows": rows}, creates, guarded))
-
 
 def touched(mutations: Sequence[StoreMutation]) -> tuple[list[str], list[dict[str, str]]]:
     """What the plan needs to know the stored state of: the nodes the batch
@@ -240,27 +235,69 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
     `needs_attached` and the plan is incomplete.
     """
     node_events, edge_events = _group(mutations)
-    plan = BatchPlan()
-    node_relabels: list[dict[str, Any]] = []
-    kept_edges: dict[str, list[dict[str, Any]]] = {}
-    stored_edges = dict(stored_edges)
+    nodes = plan_nodes(node_events, stored_nodes, attached, known_nodes or {},
+                       set(edge_events))
+    edges = plan_edges(edge_events, {k: v for k, v in stored_edges.items()
+                                     if k not in nodes.recreated_edges}, known_edges or {})
+    deferred = defer_edges_of_deleted_nodes(edges, nodes.deleted)
+    return BatchPlan(statements=statement_order(nodes, edges),
+                     needs_attached=nodes.needs_attached, deferred_edges=deferred,
+                     written_nodes=nodes.written, written_edges=edges.written)
 
-    node_resets: list[dict[str, Any]] = []     # stored node removed before re-creation
-    node_updates: list[dict[str, Any]] = []
-    node_diffs: list[dict[str, Any]] = []
-    known_nodes = known_nodes or {}
-    known_edges = known_edges or {}
-    node_creates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    node_deletes: list[dict[str, Any]] = []
-    node_archives: list[dict[str, Any]] = []
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass
+class NodePlan:
+    """Rows of the node statements of a batch, by what happens to each node."""
+
+    resets: Rows = field(default_factory=list)     # stored node removed before re-creation
+    relabels: Rows = field(default_factory=list)   # re-created with another kind label
+    updates: Rows = field(default_factory=list)    # updated in place, stored state copied
+    diffs: Rows = field(default_factory=list)      # updated in place from a known revision
+    creates: dict[tuple[str, ...], Rows] = field(default_factory=dict)  # by labels
+    deletes: Rows = field(default_factory=list)
+    archives: Rows = field(default_factory=list)   # intermediate revisions of the batch
+    # Stored edges of relabelled nodes, re-created as they are (by relationship type).
+    kept_edges: dict[str, Rows] = field(default_factory=dict)
+    # Stored edges of relabelled nodes that the batch's own edge events re-create.
+    recreated_edges: set[str] = field(default_factory=set)
+    # Nodes whose last event is a delete (their edges in the batch are not written).
+    deleted: set[str] = field(default_factory=set)
+    needs_attached: list[str] = field(default_factory=list)
+    written: dict[str, Known | None] = field(default_factory=dict)
+
+
+@dataclass
+class EdgePlan:
+    """Rows of the edge statements of a batch, by what happens to each edge;
+    updates, diffs and creates by relationship type."""
+
+    resets: Rows = field(default_factory=list)
+    updates: dict[str, Rows] = field(default_factory=dict)
+    diffs: dict[str, Rows] = field(default_factory=dict)
+    creates: dict[str, Rows] = field(default_factory=dict)
+    deletes: Rows = field(default_factory=list)
+    archives: Rows = field(default_factory=list)
+    written: dict[str, Known | None] = field(default_factory=dict)
+
+
+def plan_nodes(node_events: Mapping[str, list[_Event]], stored_nodes: Mapping[str, Stored],
+               attached: Mapping[str, Sequence[Mapping[str, Any]]] | None,
+               known_nodes: Mapping[str, Known], edges_in_batch: set[str]) -> NodePlan:
+    """What to write for each node the batch touches, given what is stored."""
+    plan = NodePlan()
     for ident, all_events in node_events.items():
+        if all_events[-1].delete:
+            plan.deleted.add(ident)
         stored = stored_nodes.get(ident)
         events = _remaining(all_events, stored)
         if not events:
             continue
         if stored is not None and not stored.live:
             stored = None
-        node_archives.extend(_archive_rows(events, lambda n: node_properties(n)))
+        plan.archives.extend(_archive_rows(events, node_properties))
         first, last = events[0], events[-1]
         first_delete = next((ev.time for ev in events if ev.delete), None)
         if stored is not None:
@@ -268,10 +305,10 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
                           "deleted": first.time if first.delete else None,
                           "key": archive_key(ident, stored.revision, stored.updated_at)}
         if last.delete:
-            plan.written_nodes[ident] = None
+            plan.written[ident] = None
             if stored is not None:
                 stored_row["edges_at"] = first_delete
-                node_deletes.append(stored_row)
+                plan.deletes.append(stored_row)
             continue
         node = last.element
         assert isinstance(node, Node)
@@ -282,36 +319,36 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
             if attached is None or ident not in attached:
                 plan.needs_attached.append(ident)
                 continue
-            node_relabels.append(stored_row)
+            plan.relabels.append(stored_row)
             for row in attached[ident]:
-                if row["id"] in edge_events:
-                    stored_edges.pop(row["id"], None)  # re-created by its own events
+                if row["id"] in edges_in_batch:
+                    plan.recreated_edges.add(row["id"])
                 else:
-                    kept_edges.setdefault(row["t"], []).append(
+                    plan.kept_edges.setdefault(row["t"], []).append(
                         {"ID": row["id"], "p": row["p"], "c": row["c"], "props": row["props"]})
             stored = None
         elif stored is not None and first_delete is not None:
             stored_row["edges_at"] = first_delete
-            node_resets.append(stored_row)
+            plan.resets.append(stored_row)
             stored = None
         props = node_properties(node)
-        plan.written_nodes[ident] = Known(node.Revision, node.UpdatedAt, props)
+        plan.written[ident] = Known(node.Revision, node.UpdatedAt, props)
         if stored is None:
-            node_creates.setdefault(labels, []).append({"props": props})
+            plan.creates.setdefault(labels, []).append({"props": props})
         elif (k := _known_for(known_nodes.get(ident), stored)) is not None:
-            node_diffs.append({"ID": ident, "key": stored_row["key"], "r": k.revision,
+            plan.diffs.append({"ID": ident, "key": stored_row["key"], "r": k.revision,
                                "u": k.updated_at, "old": _archived(k, first),
                                "diff": _diff(k.props, props)})
         else:
             stored_row["props"] = props
-            node_updates.append(stored_row)
+            plan.updates.append(stored_row)
+    return plan
 
-    edge_resets: list[dict[str, Any]] = []
-    edge_updates: dict[str, list[dict[str, Any]]] = {}
-    edge_diffs: dict[str, list[dict[str, Any]]] = {}
-    edge_creates: dict[str, list[dict[str, Any]]] = {}
-    edge_deletes: list[dict[str, Any]] = []
-    edge_archives: list[dict[str, Any]] = []
+
+def plan_edges(edge_events: Mapping[str, list[_Event]], stored_edges: Mapping[str, Stored],
+               known_edges: Mapping[str, Known]) -> EdgePlan:
+    """What to write for each edge the batch touches, given what is stored."""
+    plan = EdgePlan()
     for ident, all_events in edge_events.items():
         stored = stored_edges.get(ident)
         events = _remaining(all_events, stored)
@@ -319,7 +356,7 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
             continue
         if stored is not None and not stored.live:
             stored = None
-        edge_archives.extend(_archive_rows(events, lambda e: edge_properties(e)))
+        plan.archives.extend(_archive_rows(events, edge_properties))
         first, last = events[0], events[-1]
         edge = last.element
         assert isinstance(edge, Edge)
@@ -329,63 +366,82 @@ def compile_batch(mutations: Sequence[StoreMutation], stored_nodes: Mapping[str,
                     "key": archive_key(ident, stored.revision, stored.updated_at)}
         rel = relationship_type(edge.relation_type)
         if last.delete:
-            plan.written_edges[ident] = None
+            plan.written[ident] = None
             if stored is not None:
-                edge_deletes.append(srow)
+                plan.deletes.append(srow)
             continue
         if stored is not None and (any(ev.delete for ev in events) or stored.rel_type != rel):
             srow["deleted"] = next((ev.time for ev in events if ev.delete), first.time)
-            edge_resets.append(srow)
+            plan.resets.append(srow)
             stored = None
         props = edge_properties(edge)
-        plan.written_edges[ident] = Known(edge.Revision, edge.UpdatedAt, props)
+        plan.written[ident] = Known(edge.Revision, edge.UpdatedAt, props)
         if stored is None:
-            edge_creates.setdefault(rel, []).append({**ends, "props": props})
+            plan.creates.setdefault(rel, []).append({**ends, "props": props})
         elif (k := _known_for(known_edges.get(ident), stored)) is not None:
-            edge_diffs.setdefault(rel, []).append({**ends, "key": srow["key"],
+            plan.diffs.setdefault(rel, []).append({**ends, "key": srow["key"],
                                                    "old": _archived(k, first),
                                                    "diff": _diff(k.props, props)})
         else:
-            edge_updates.setdefault(rel, []).append({**srow, "props": props})
-
-    # Order matters: removals of stored elements first, then writes, then deletes.
-    # An edge is not written when the batch itself deletes one of its endpoints;
-    # an endpoint missing from the database is found by the create's count.
-    gone = {i for i, events in node_events.items() if events[-1].delete}
-    for rel in list(edge_creates):
-        rows = []
-        for row in edge_creates[rel]:
-            if row["p"] in gone or row["c"] in gone:
-                plan.deferred_edges.append(row["ID"])
-                plan.written_edges.pop(row["ID"], None)
-            else:
-                rows.append(row)
-        edge_creates[rel] = rows
-
-    plan.add(_EDGE_REMOVE, edge_resets)
-    plan.add(_NODE_EDGES_REMOVE, node_resets)
-    plan.add(_NODE_REMOVE, node_resets)
-    plan.add(_NODE_EDGES_DROP, node_relabels)
-    plan.add(_NODE_REMOVE, node_relabels)
-    plan.add(_NODE_UPDATE, node_updates)
-    plan.add(_NODE_UPDATE_KNOWN, node_diffs, guarded=tuple(r["ID"] for r in node_diffs))
-    for labels, rows in sorted(node_creates.items()):
-        plan.add(_node_create(labels), rows)
-    for rel, rows in sorted(kept_edges.items()):
-        plan.add(_edge_create(rel), rows)
-    plan.add(_NODE_ARCHIVE, node_archives)
-    for rel, rows in sorted(edge_updates.items()):
-        plan.add(_edge_update(rel), rows)
-    for rel, rows in sorted(edge_diffs.items()):
-        plan.add(_edge_update_known(rel), rows)
-    for rel, rows in sorted(edge_creates.items()):
-        plan.add(_edge_create(rel), rows, tuple({"ID": r["ID"], "p": r["p"], "c": r["c"]}
-                                                for r in rows))
-    plan.add(_EDGE_ARCHIVE, edge_archives)
-    plan.add(_EDGE_REMOVE, edge_deletes)
-    plan.add(_NODE_EDGES_REMOVE, node_deletes)
-    plan.add(_NODE_REMOVE, node_deletes)
+            plan.updates.setdefault(rel, []).append({**srow, "props": props})
     return plan
+
+
+def defer_edges_of_deleted_nodes(edges: EdgePlan, deleted: set[str]) -> list[str]:
+    """Take out of `edges` the creates whose endpoint the batch itself deletes
+    (the writer defers them); their ids. An endpoint missing from the database
+    is found later, by the create's count."""
+    deferred: list[str] = []
+    for rel, rows in edges.creates.items():
+        kept = []
+        for row in rows:
+            if row["p"] in deleted or row["c"] in deleted:
+                deferred.append(row["ID"])
+                edges.written.pop(row["ID"], None)
+            else:
+                kept.append(row)
+        edges.creates[rel] = kept
+    return deferred
+
+
+def statement_order(nodes: NodePlan, edges: EdgePlan) -> list[Statement]:
+    """The statements of a batch in the order they must run: removals of stored
+    elements first (so a re-created element does not meet its old self), then
+    node writes, the edges that need those nodes, archives, and the deletes last
+    (an edge is archived before its node takes it away). Within a step,
+    statements go by label or relationship type in sorted order, so concurrent
+    writers take their locks in one order."""
+    out: list[Statement] = []
+
+    def add(cypher: str, rows: Rows, creates: tuple[dict[str, str], ...] = (),
+            guarded: tuple[str, ...] = ()) -> None:
+        if rows:
+            out.append(Statement(cypher, {"rows": rows}, creates, guarded))
+
+    add(_EDGE_REMOVE, edges.resets)
+    add(_NODE_EDGES_REMOVE, nodes.resets)
+    add(_NODE_REMOVE, nodes.resets)
+    add(_NODE_EDGES_DROP, nodes.relabels)
+    add(_NODE_REMOVE, nodes.relabels)
+    add(_NODE_UPDATE, nodes.updates)
+    add(_NODE_UPDATE_KNOWN, nodes.diffs, guarded=tuple(r["ID"] for r in nodes.diffs))
+    for labels, rows in sorted(nodes.creates.items()):
+        add(_node_create(labels), rows)
+    for rel, rows in sorted(nodes.kept_edges.items()):
+        add(_edge_create(rel), rows)
+    add(_NODE_ARCHIVE, nodes.archives)
+    for rel, rows in sorted(edges.updates.items()):
+        add(_edge_update(rel), rows)
+    for rel, rows in sorted(edges.diffs.items()):
+        add(_edge_update_known(rel), rows)
+    for rel, rows in sorted(edges.creates.items()):
+        add(_edge_create(rel), rows, tuple({"ID": r["ID"], "p": r["p"], "c": r["c"]}
+                                           for r in rows))
+    add(_EDGE_ARCHIVE, edges.archives)
+    add(_EDGE_REMOVE, edges.deletes)
+    add(_NODE_EDGES_REMOVE, nodes.deletes)
+    add(_NODE_REMOVE, nodes.deletes)
+    return out
 
 
 # Archives are CREATEd, not MERGEd (30% less server work): an archive is only

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from skygraph.topology.cache import LRU
 from skygraph.topology.flowschema import (
     AGENT_DISCONNECTED_AT,
     BACKFILL,
@@ -58,7 +59,8 @@ from skygraph.topology.flowschema import (
     write_row,
 )
 from skygraph.topology.graph import wall_clock_ms
-from skygraph.topology.store import LRU, GraphStore, next_batch, write_retrying
+from skygraph.topology.retry import next_batch, write_retrying
+from skygraph.topology.store import GraphStore
 
 log = logging.getLogger("skygraph.flows")
 

@@ -1,23 +1,22 @@
-"""The graph store: the one module that talks to the Bolt database (neo4j driver).
+"""The graph store: the one module that runs statements on the Bolt database
+(neo4j driver).
 
-- `GraphStore`: connection, schema bootstrap, applying a batch of mutations in
-  one transaction (plans from batch.py), reads of the live graph and of its
-  history (time point and time slice, see history.py).
-- `BatchWriter`: the ordered, batched, retrying writer in front of it, with a
-  bounded queue (producers wait when it is full; nothing is dropped) and
-  deferral of edges whose endpoints are not in the graph yet.
+`GraphStore` owns the connection, the schema bootstrap, applying a batch of
+mutations in one transaction (plans from batch.py), and reads of the live
+graph and of its history (time point and time slice, see history.py). It
+remembers the last written revision of recent elements (cache.py) so updates
+need not read them back. The writer in front of it is writer.py (`BatchWriter`,
+re-exported here, where its callers import it from); retries are retry.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import neo4j
 from neo4j import AsyncGraphDatabase
@@ -38,34 +37,21 @@ from skygraph.topology.batch import (
     compile_batch,
     touched,
 )
+from skygraph.topology.cache import LRU
 from skygraph.topology.dialect import Dialect, detect
 from skygraph.topology.errors import StoreError, StoreUnavailable
 from skygraph.topology.model import Edge, Node
-from skygraph.topology.mutations import (
-    EdgeAdded,
-    EdgeDeleted,
-    EdgeUpdated,
-    NodeAdded,
-    NodeUpdated,
-    StoreMutation,
-)
+from skygraph.topology.mutations import EdgeAdded, EdgeUpdated, StoreMutation
 from skygraph.topology.schema import (
     KNOWN_RELATION_TYPES,
     relationship_index_statement,
     relationship_type,
     schema_statements,
 )
+from skygraph.topology.writer import BatchWriter, WriterStats
 
-log = logging.getLogger("skygraph.store")
+__all__ = ["KNOWN_ELEMENTS", "ApplyResult", "BatchWriter", "GraphStore", "WriterStats"]
 
-# Errors after which the same transaction may succeed: the database restarting
-# or unreachable, lock conflicts, and (ArcadeDB) MERGE races on a unique key.
-RETRYABLE = (neo_errors.ServiceUnavailable, neo_errors.SessionExpired,
-             neo_errors.TransientError, neo_errors.ConstraintError,
-             neo_errors.IncompleteCommit, ConnectionError, OSError)
-
-# A MERGE race on a unique key (ArcadeDB) clears on retry; more than this is a real violation.
-MAX_CONSTRAINT_RETRIES = 10
 # Elements whose last written properties the store remembers (batch.Known).
 KNOWN_ELEMENTS = 100_000
 Records = list[dict[str, Any]]
@@ -77,39 +63,6 @@ class ApplyResult:
     statements: int
     missing_edges: tuple[str, ...]  # edges not written: an endpoint is not in the graph
     plan: BatchPlan
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class LRU(Generic[T]):
-    """A bounded map that forgets the least recently used key; `put(k, None)` forgets k."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[str, T] = OrderedDict()
-
-    def get(self, key: str) -> T | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: T | None) -> None:
-        if value is None:
-            self._data.pop(key, None)
-            return
-        self._data[key] = value
-        self._data.move_to_end(key)
-        if len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 class GraphStore:
@@ -327,215 +280,3 @@ async def _fetch(tx: neo4j.AsyncManagedTransaction, cypher: str, params: dict[st
     result = await tx.run(cypher, params)
     keys = result.keys()
     return [dict(zip(keys, row, strict=True)) for row in await result.values()]
-
-
-class RetryStats(Protocol):
-    retries: int
-    rejected: int
-    last_error: str
-    rejected_details: list[str]
-
-
-async def next_batch(queue: asyncio.Queue[T], max_batch: int, max_delay: float) -> list[T]:
-    """Wait for one item, then take up to `max_batch` within `max_delay` seconds
-    (without waiting while more are already queued)."""
-    batch = [await queue.get()]
-    deadline = time.monotonic() + max_delay
-    while len(batch) < max_batch:
-        try:
-            batch.append(queue.get_nowait())
-            continue
-        except asyncio.QueueEmpty:
-            pass
-        timeout = deadline - time.monotonic()
-        if timeout <= 0:
-            break
-        try:  # wait for more only when nothing is queued
-            batch.append(await asyncio.wait_for(queue.get(), timeout))
-        except TimeoutError:
-            break
-    return batch
-
-
-async def write_retrying(batch: list[T], write: Callable[[list[T]], Awaitable[R]], *,
-                         stats: RetryStats, what: str, describe: Callable[[T], str],
-                         merge: Callable[[R, R], R], refused: R,
-                         permanent: type[Exception] | tuple[type[Exception], ...],
-                         max_backoff: float) -> R:
-    """Write `batch` until the database takes it: transient errors and restarts are
-    retried with backoff (nothing accepted is lost); a MERGE race on a unique key
-    (ArcadeDB) is retried a few times; a `permanent` error is narrowed down by
-    halving the batch until the element responsible is found, logged and counted
-    (`refused` stands for its result), so the rest is written."""
-    backoff = 0.05
-    constraint_errors = 0
-    while True:
-        try:
-            return await write(batch)
-        except neo_errors.ConstraintError as exc:
-            constraint_errors += 1
-            if constraint_errors > MAX_CONSTRAINT_RETRIES:
-                failure: Exception = exc
-                break
-            stats.retries += 1
-            await asyncio.sleep(backoff)
-        except (*RETRYABLE, StoreUnavailable) as exc:
-            stats.retries += 1
-            stats.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("%s: batch of %d not written yet (%s); retrying in %.2fs", what,
-                        len(batch), stats.last_error, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff)
-        except permanent as exc:
-            failure = exc
-            break
-    if len(batch) == 1:
-        message = getattr(failure, "message", None) or str(failure)
-        detail = f"{describe(batch[0])}: {type(failure).__name__}: {message}"
-        log.error("%s: rejected by the database: %s", what, detail)
-        stats.rejected += 1
-        stats.rejected_details = [*stats.rejected_details[-99:], detail]
-        return refused
-    half = len(batch) // 2
-
-    async def part(sub: list[T]) -> R:
-        return await write_retrying(sub, write, stats=stats, what=what, describe=describe,
-                                    merge=merge, refused=refused, permanent=permanent,
-                                    max_backoff=max_backoff)
-    return merge(await part(batch[:half]), await part(batch[half:]))
-
-
-# ==================================================================== writer
-
-@dataclass
-class WriterStats:
-    accepted: int = 0
-    written: int = 0
-    batches: int = 0
-    retries: int = 0
-    pending_edges: int = 0
-    dropped_edges: int = 0
-    rejected: int = 0
-    last_error: str = ""
-    rejected_details: list[str] = field(default_factory=list)
-
-
-class BatchWriter:
-    """Ordered, batched writes with bounded delay and size, retries and backpressure.
-
-    `submit` returns once the mutation is accepted (queued); accepted mutations
-    are written in order, retried until the database takes them (it may
-    restart meanwhile), and never dropped, except an edge whose endpoints never
-    appear within `pending_edge_ttl` seconds (logged and counted).
-    """
-
-    def __init__(self, store: GraphStore, max_batch: int = 2000, max_delay: float = 0.05,
-                 max_queue: int = 100_000, pending_edge_ttl: float = 300.0,
-                 max_pending_edges: int = 100_000, max_backoff: float = 5.0) -> None:
-        self.store = store
-        self.max_batch = max_batch
-        self.max_delay = max_delay
-        self.pending_edge_ttl = pending_edge_ttl
-        self.max_pending_edges = max_pending_edges
-        self.max_backoff = max_backoff
-        self.stats = WriterStats()
-        self._queue: asyncio.Queue[StoreMutation] = asyncio.Queue(max_queue)
-        self._pending: dict[str, tuple[StoreMutation, float]] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._done = asyncio.Condition()
-        self._committed = 0
-
-    async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="skygraph-writer")
-
-    async def stop(self, timeout: float = 30.0) -> None:
-        """Write what was accepted (up to `timeout`), then stop."""
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(self.flush(), timeout)
-        except TimeoutError:
-            log.error("writer: %d accepted mutations not written at stop (database unreachable: "
-                      "%s)", self.stats.accepted - self._committed, self.stats.last_error)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
-
-    async def submit(self, mutation: StoreMutation) -> None:
-        """Accept a mutation; waits while the queue is full (backpressure)."""
-        await self._queue.put(mutation)
-        self.stats.accepted += 1
-
-    async def submit_all(self, mutations: Sequence[StoreMutation]) -> None:
-        for m in mutations:
-            await self.submit(m)
-
-    async def flush(self) -> None:
-        """Return when every mutation accepted so far is in the database."""
-        target = self.stats.accepted
-        async with self._done:
-            await self._done.wait_for(lambda: self._committed >= target)
-
-    # ------------------------------------------------------------ internals
-    async def _run(self) -> None:
-        while True:
-            batch = await next_batch(self._queue, self.max_batch, self.max_delay)
-            await self._write(batch)
-            async with self._done:
-                self._committed += len(batch)
-                self._done.notify_all()
-
-    async def _write(self, batch: list[StoreMutation]) -> None:
-        retried = self._due_pending(batch)
-        full = batch + retried
-        missing = await self._apply_retrying(full)
-        self.stats.written += len(batch)
-        self.stats.batches += 1
-        self._track_pending(full, missing)
-
-    async def _apply_retrying(self, batch: list[StoreMutation]) -> set[str]:
-        async def apply(part: list[StoreMutation]) -> set[str]:
-            return set((await self.store.apply(part)).missing_edges)
-        return await write_retrying(batch, apply, stats=self.stats, what="writer",
-                                    describe=_describe, merge=set.union, refused=set(),
-                                    permanent=neo_errors.Neo4jError,
-                                    max_backoff=self.max_backoff)
-
-    def _due_pending(self, batch: list[StoreMutation]) -> list[StoreMutation]:
-        """Deferred edges to try again: an endpoint appears in this batch."""
-        if not self._pending:
-            return []
-        added = {m.node.ID for m in batch if isinstance(m, (NodeAdded, NodeUpdated))}
-        in_batch = {m.edge.ID for m in batch if isinstance(m, (EdgeAdded, EdgeUpdated, EdgeDeleted))}
-        due: list[StoreMutation] = []
-        for ident, (m, _) in list(self._pending.items()):
-            if ident in in_batch:
-                del self._pending[ident]  # superseded by the batch's own event
-                continue
-            assert isinstance(m, (EdgeAdded, EdgeUpdated))
-            if m.edge.Parent in added or m.edge.Child in added:
-                due.append(m)
-                del self._pending[ident]
-        return due
-
-    def _track_pending(self, batch: list[StoreMutation], missing: set[str]) -> None:
-        now = time.monotonic()
-        for m in batch:
-            if isinstance(m, (EdgeAdded, EdgeUpdated)) and m.edge.ID in missing:
-                first = self._pending.get(m.edge.ID, (m, now))[1]
-                self._pending[m.edge.ID] = (m, first)
-        for ident, (m, first) in list(self._pending.items()):
-            if now - first > self.pending_edge_ttl or len(self._pending) > self.max_pending_edges:
-                del self._pending[ident]
-                self.stats.dropped_edges += 1
-                log.error("writer: dropped %s: its endpoints did not appear within %.0fs",
-                          _describe(m), self.pending_edge_ttl)
-        self.stats.pending_edges = len(self._pending)
-
-
-def _describe(m: StoreMutation) -> str:
-    if isinstance(m, (EdgeAdded, EdgeUpdated, EdgeDeleted)):
-        return f"{type(m).__name__} edge {m.edge.ID} ({m.edge.Parent} -> {m.edge.Child})"
-    return f"{type(m).__name__} node {m.node.ID}"

@@ -1,6 +1,16 @@
 """The batch compiler's decisions, without a database (batch.py is pure)."""
 
-from skygraph.topology.batch import Known, Stored, _diff, compile_batch, node_properties
+from skygraph.topology.batch import (
+    Known,
+    Stored,
+    _diff,
+    _group,
+    compile_batch,
+    defer_edges_of_deleted_nodes,
+    node_properties,
+    plan_edges,
+    plan_nodes,
+)
 from skygraph.topology.model import Edge, Node
 from skygraph.topology.mutations import EdgeAdded, NodeAdded, NodeDeleted, NodeUpdated
 
@@ -82,3 +92,53 @@ def test_edges_to_a_node_the_batch_deletes_are_deferred():
                          {"n": Stored(1, 1, frozenset({"Node", "Interface"}))}, {})
     assert plan.deferred_edges == ["e"]
     assert "e" not in plan.written_edges
+
+
+def test_statements_run_removals_then_node_writes_then_edges_then_deletes():
+    """Within a transaction a re-created element never meets its old self and an
+    edge is written after both its ends."""
+    def n(ident: str, type_: str, t: int = 5, rev: int = 1) -> Node:
+        return Node(ident, {"Type": type_, "Name": ident}, CreatedAt=1, UpdatedAt=t, Revision=rev)
+    gone = n("gone", "veth")
+    stored = {"gone": Stored(1, 1, frozenset({"Node", "Interface"})),
+              "back": Stored(1, 1, frozenset({"Node", "Interface"}))}
+    plan = compile_batch([
+        NodeAdded(n("b", "veth")), NodeAdded(n("a", "host")),
+        EdgeAdded(Edge("e", "a", "b", {"RelationType": "ownership"}, CreatedAt=1,
+                       UpdatedAt=5, Revision=1)),
+        NodeDeleted(n("back", "veth", 3).with_(DeletedAt=3)), NodeAdded(n("back", "veth", 4, 2)),
+        NodeDeleted(gone.with_(UpdatedAt=6, DeletedAt=6))], stored, {})
+    kinds = []
+    for s in plan.statements:
+        c = s.cypher
+        kinds.append("remove" if "DETACH DELETE" in c or c.rstrip().endswith("DELETE e")
+                     else "edge" if "-[e:" in c else "archive" if "a:Archived" in c[:40]
+                     else "node")
+    # the re-created node's old self goes first; the deleted node goes last
+    assert kinds[:2] == ["remove", "remove"] and kinds[-2:] == ["remove", "remove"]
+    assert "remove" not in kinds[2:-2]
+    assert kinds.index("edge") > max(i for i, k in enumerate(kinds) if k == "node")
+    assert [r["ID"] for r in plan.statements[0].params["rows"]] == ["back"]
+    assert [r["ID"] for r in plan.statements[-1].params["rows"]] == ["gone"]
+
+
+def test_creates_go_by_label_in_one_order_whatever_the_batch_order():
+    """Two writers' transactions take their locks in the same order."""
+    def creates(*types: str) -> list[str]:
+        ms = [NodeAdded(Node(f"n{i}", {"Type": t, "Name": t}, CreatedAt=1, UpdatedAt=1,
+                             Revision=1)) for i, t in enumerate(types)]
+        return [s.cypher for s in compile_batch(ms, {}, {}).statements]
+    assert creates("veth", "host", "netns") == creates("netns", "veth", "host")
+
+
+def test_node_and_edge_plans_are_separate_steps():
+    h = Node("h", {"Type": "host", "Name": "h"}, CreatedAt=1, UpdatedAt=1, Revision=1)
+    e = Edge("e", "h", "x", {"RelationType": "ownership"}, CreatedAt=1, UpdatedAt=1, Revision=1)
+    node_events, edge_events = _group([NodeAdded(h), EdgeAdded(e)])
+    nodes = plan_nodes(node_events, {}, None, {}, set(edge_events))
+    assert [r["props"]["ID"] for r in nodes.creates[("Node", "Host")]] == ["h"]
+    edges = plan_edges(edge_events, {}, {})
+    assert [r["ID"] for r in edges.creates["OWNERSHIP"]] == ["e"]
+    assert set(nodes.written) == {"h"} and set(edges.written) == {"e"}
+    assert defer_edges_of_deleted_nodes(edges, {"x"}) == ["e"]
+    assert edges.creates["OWNERSHIP"] == [] and edges.written == {}
