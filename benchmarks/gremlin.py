@@ -39,9 +39,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import neo4j
 
@@ -64,10 +63,10 @@ FILL_FLOWS = (
 Values = dict[str, str]
 
 
-@dataclass(frozen=True)
-class Case:
+class Case(NamedTuple):
     """One question: Gremlin and hand-written Cypher, both formatted with the
-    run's values (`{ns}`, `{iface}`, ...); Cypher parameters name the values."""
+    run's values (`{ns}`, `{iface}`, ...); Cypher parameters name the values.
+    (A NamedTuple, not a dataclass: benchmarks/api.py loads this file by path.)"""
 
     label: str
     gremlin: str
@@ -219,15 +218,13 @@ def bolt(session: neo4j.Session, cypher: str, params: dict[str, Any]) -> list[An
 
 
 def size(answer: Any) -> int:
-    """What must agree between both sides: a count, or how many results."""
+    """What must agree between both sides: a count, or how many results (paths
+    for a path question)."""
     if isinstance(answer, int):
         return answer
     if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], list) and \
             len(answer[0]) == 1 and isinstance(answer[0][0], int):
         return answer[0][0]  # a Cypher count row
-    if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], list) and \
-            len(answer[0]) == 1 and isinstance(answer[0][0], list):
-        return len(answer[0][0])  # a Cypher path row
     return len(answer) if isinstance(answer, list) else -1
 
 
