@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from skygraph.gremlin import lookups, metrics, packets, results
+from skygraph.gremlin import lookups, metrics, packets, results, shapes
 from skygraph.gremlin.ast import Arg, Literal, Step
 from skygraph.gremlin.errors import GremlinQueryError, NotAvailableError
 from skygraph.gremlin.lookups import Term
@@ -61,7 +61,7 @@ from skygraph.gremlin.predicates import (
 )
 from skygraph.gremlin.source import HistorySource, Pending, where
 from skygraph.topology import schema
-from skygraph.topology.flowschema import METRIC_FIELDS, PARENT_UUID, flow_json, is_scalar_field
+from skygraph.topology.flowschema import METRIC_FIELDS, PARENT_UUID, is_scalar_field
 
 if TYPE_CHECKING:
     from skygraph.gremlin.translator import _Builder
@@ -410,7 +410,7 @@ def finish(b: _Builder) -> tuple[str, Callable[[list[Record]], Any]]:
         return packets.finish(b)
     if b.kind == FLOWS:
         return f"RETURN properties({cur}) AS element{b.cap_clause()}", \
-            results.elements(flow_json, cap)
+            results.elements(shapes.flow, cap)
     if b.kind == GROUPS:
         return f"RETURN properties({cur}) AS element{b.cap_clause()}", \
             groups(b.flow.group_key, list(b.flow.more_than), cap)
@@ -433,7 +433,7 @@ def groups(key: Key, more_than: list[int], cap: int) -> Callable[[list[Record]],
             if value is None or isinstance(value, (dict, list)):
                 continue
             out.setdefault(value if isinstance(value, str) else str(value), []).append(
-                flow_json(props))
+                shapes.flow(props))
         for n in more_than:
             out = {k: v for k, v in out.items() if len(v) > n}
         return [out] if out else []

@@ -29,14 +29,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from skygraph.gremlin import results
+from skygraph.gremlin import results, shapes
 from skygraph.gremlin.ast import Literal, Step
 from skygraph.gremlin.errors import GremlinQueryError
 from skygraph.gremlin.plan import FLOWS, METRIC_VALUE, METRICS, NODES, Record
 from skygraph.gremlin.predicates import integer
 from skygraph.gremlin.source import HistorySource
 from skygraph.topology import schema
-from skygraph.topology.flowschema import METRIC_FIELDS, flow_json, sample_json
+from skygraph.topology.flowschema import METRIC_FIELDS, sample_json
 
 if TYPE_CHECKING:
     from skygraph.gremlin.translator import _Builder
@@ -346,7 +346,7 @@ def _sample_series(cap: int) -> Callable[[list[Record]], Series]:
 
 def _live_flow_series(cap: int) -> Callable[[list[Record]], Series]:
     def metric(props: Mapping[str, Any]) -> Metric | None:
-        doc = flow_json(props)
+        doc = shapes.flow(props)
         found = doc.get("LastUpdateMetric") or doc.get("Metric")
         return dict(found) if isinstance(found, dict) else None
 

@@ -14,11 +14,11 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from skygraph.gremlin import shapes
 from skygraph.gremlin.errors import LimitExceededError
 from skygraph.gremlin.plan import Record
 from skygraph.gremlin.predicates import Key
 from skygraph.topology import schema
-from skygraph.topology.model import Edge, Node
 
 Post = Callable[[list[Any]], Any]
 
@@ -31,22 +31,30 @@ def _int(props: Mapping[str, Any], key: str) -> int:
 
 
 def node_json(props: Mapping[str, Any]) -> dict[str, Any]:
-    return Node(
-        ID=str(props.get("ID", "")), Metadata=schema.from_properties(props),
-        Host=str(props.get("Host") or ""), Origin=str(props.get("Origin") or ""),
-        CreatedAt=_int(props, "CreatedAt"), UpdatedAt=_int(props, "UpdatedAt"),
-        Revision=_int(props, "Revision"), DeletedAt=props.get("DeletedAt"),
-    ).to_json()
+    """`Node(...).to_json()` of stored properties, without building the Node
+    (the hot path of every node result: tests/unit/gremlin/test_shapes.py keeps
+    it equal to the model's)."""
+    out = {"ID": str(props.get("ID", "")), "Metadata": shapes.metadata(props),
+           "Host": str(props.get("Host") or ""), "Origin": str(props.get("Origin") or ""),
+           "CreatedAt": _int(props, "CreatedAt") or None,
+           "UpdatedAt": _int(props, "UpdatedAt") or None, "Revision": _int(props, "Revision")}
+    deleted = props.get("DeletedAt")
+    if deleted:
+        out["DeletedAt"] = deleted
+    return out
 
 
 def edge_json(props: Mapping[str, Any]) -> dict[str, Any]:
-    return Edge(
-        ID=str(props.get("ID", "")), Parent=str(props.get("Parent", "")),
-        Child=str(props.get("Child", "")), Metadata=schema.from_properties(props),
-        Host=str(props.get("Host") or ""), Origin=str(props.get("Origin") or ""),
-        CreatedAt=_int(props, "CreatedAt"), UpdatedAt=_int(props, "UpdatedAt"),
-        Revision=_int(props, "Revision"), DeletedAt=props.get("DeletedAt"),
-    ).to_json()
+    """`Edge(...).to_json()` of stored properties (as `node_json`)."""
+    out = {"ID": str(props.get("ID", "")), "Metadata": shapes.metadata(props),
+           "Parent": str(props.get("Parent", "")), "Child": str(props.get("Child", "")),
+           "Host": str(props.get("Host") or ""), "Origin": str(props.get("Origin") or ""),
+           "CreatedAt": _int(props, "CreatedAt") or None,
+           "UpdatedAt": _int(props, "UpdatedAt") or None, "Revision": _int(props, "Revision")}
+    deleted = props.get("DeletedAt")
+    if deleted:
+        out["DeletedAt"] = deleted
+    return out
 
 
 def element_json(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,7 +82,7 @@ def field_value(props: Mapping[str, Any], key: str, prop: str | None) -> Any:
         if isinstance(value, str) and prop in json_props(props):
             return json.loads(value)
         return value
-    return lookup(schema.from_properties(props), prop)
+    return lookup(shapes.metadata(props), prop)
 
 
 def json_props(props: Mapping[str, Any]) -> set[str]:
@@ -169,7 +177,7 @@ def value_maps(keys: list[Key], cap: int) -> Callable[[list[Record]], Any]:
         for row in rows:
             props = row["props"]
             if not keys:
-                out.append(schema.from_properties(props))
+                out.append(shapes.metadata(props))
                 continue
             entry = {}
             for key in keys:
