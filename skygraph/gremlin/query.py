@@ -44,13 +44,14 @@ async def execute(text: str, read: Read, now_ms: int, limits: Limits | None = No
 
 async def _read(read: Read, cypher: str, params: dict[str, Any],
                 limits: Limits) -> Sequence[Mapping[str, Any]]:
-    # The driver enforces the timeout server-side; wait_for is the backstop
-    # when the server ignores it.
+    # The driver enforces the timeout server-side; the asyncio timeout is the
+    # backstop when the server ignores it (a deadline on this task, where
+    # wait_for would start a task per read).
     timed_out = LimitExceededError(
         f"query timed out after {limits.timeout_s:g} s: narrow it or add Limit()")
     try:
-        return await asyncio.wait_for(read(cypher, params, limits.timeout_s),
-                                      limits.timeout_s + 1.0)
+        async with asyncio.timeout(limits.timeout_s + 1.0):
+            return await read(cypher, params, limits.timeout_s)
     except TimeoutError:
         raise timed_out from None
     except Exception as exc:
