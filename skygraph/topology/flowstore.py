@@ -47,9 +47,7 @@ from skygraph.topology.flowschema import (
     PRUNE,
     PRUNE_SAMPLES,
     SAMPLES_OF,
-    UPSERT,
     WRITE_PACKETS,
-    WRITE_SAMPLES,
     FlowError,
     flow_json,
     newest,
@@ -58,6 +56,7 @@ from skygraph.topology.flowschema import (
     without_packets,
     write_row,
 )
+from skygraph.topology.flowwrite import UPSERT, WRITE_SAMPLES, sample_rows, upsert_rows
 from skygraph.topology.graph import wall_clock_ms
 from skygraph.topology.retry import next_batch, write_retrying
 from skygraph.topology.store import GraphStore
@@ -109,7 +108,8 @@ class FlowStore:
         nodes = [{"UUID": r["UUID"], "tid": r["tid"]} for r in need if r["tid"]]
         parents = [{"UUID": r["UUID"], "parent": r["parent"]} for r in need if r["parent"]]
         now = self.clock()
-        statements: list[tuple[str, dict[str, Any]]] = [(UPSERT, {"rows": rows, "now": now})]
+        statements: list[tuple[str, dict[str, Any]]] = [
+            (UPSERT, {"rows": upsert_rows(rows, now)})]
         if nodes:
             statements.append((LINK_NODES, {"rows": nodes}))
         if parents:
@@ -117,7 +117,7 @@ class FlowStore:
         if need:
             statements.append((LINK_CHILDREN, {"uuids": [r["UUID"] for r in need]}))
         if samples:
-            statements.append((WRITE_SAMPLES, {"rows": samples, "now": now}))
+            statements.append((WRITE_SAMPLES, {"rows": sample_rows(samples, now)}))
         if packets:
             statements.append((WRITE_PACKETS, {"rows": packets}))
         results = iter((await self.store.run_all(statements))[1:])
