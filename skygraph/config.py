@@ -43,6 +43,23 @@ class EmbeddedSection:
     database: str = "skygraph"
 
 
+MIN_HEAP_MB = 256  # below it the server's fixed query and compaction buffers do not fit
+
+
+def heap_mb(text: str) -> int:
+    """`graph.embedded.heap` ("1g", "768m": the JVM's -Xmx syntax) in MiB; a clear
+    error instead of a server that does not start.  Sizing: docs/benchmarks.md."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in ("m", "g") else ""
+    digits = value[:-1] if unit else value
+    if not digits.isdigit() or not unit:
+        raise ConfigError(f"graph.embedded.heap: {text!r} is not a size like 1g or 768m")
+    mb = int(digits) * (1024 if unit == "g" else 1)
+    if mb < MIN_HEAP_MB:
+        raise ConfigError(f"graph.embedded.heap: {text!r} is below {MIN_HEAP_MB}m")
+    return mb
+
+
 @dataclass(frozen=True)
 class WriterSection:
     max_batch: int = 2000
@@ -229,6 +246,7 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None) -> Confi
                        ("flow.max_entries", cfg.flow.max_entries)):
         if value <= 0:
             raise ConfigError(f"{key}: must be positive, got {value}")
+    heap_mb(cfg.graph.embedded.heap)
     if cfg.flow.retention < 0:
         raise ConfigError(f"flow.retention: must be 0 (keep flows forever) or a number of "
                           f"seconds, got {cfg.flow.retention}")

@@ -4,7 +4,7 @@ import pytest
 
 from skygraph.agent import capture_settings
 from skygraph.capture.sources.base import AgentCaptureSettings
-from skygraph.config import ConfigError, load, override
+from skygraph.config import ConfigError, heap_mb, load, override
 
 
 def write(tmp_path, text, name="skygraph.yml"):
@@ -86,3 +86,15 @@ def test_flow_retention_zero_keeps_everything_and_negative_is_refused(tmp_path):
         load(write(tmp_path, "flow:\n  retention: -1\n"), env={})
     with pytest.raises(ConfigError, match=r"flow\.expire: must be positive, got 0"):
         load(write(tmp_path, "flow:\n  expire: 0\n"), env={})
+
+
+def test_the_embedded_heap_is_a_jvm_size_of_256m_or_more(tmp_path):
+    assert load(None, env={}).graph.embedded.heap == "1g"
+    cfg = load(write(tmp_path, "graph:\n  embedded:\n    heap: 768m\n"), env={})
+    assert cfg.graph.embedded.heap == "768m" and heap_mb(cfg.graph.embedded.heap) == 768
+    assert heap_mb("2G") == 2048
+    for bad in ("1gb", "lots", "-1g", "1024k"):
+        with pytest.raises(ConfigError, match=r"^graph\.embedded\.heap: .* is not a size like"):
+            load(write(tmp_path, f"graph:\n  embedded:\n    heap: {bad}\n"), env={})
+    with pytest.raises(ConfigError, match=r"^graph\.embedded\.heap: '128m' is below 256m$"):
+        load(write(tmp_path, "graph:\n  embedded:\n    heap: 128m\n"), env={})
