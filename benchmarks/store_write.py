@@ -238,6 +238,9 @@ async def handwritten_side(store: GraphStore, pid: int, creates: list[StoreMutat
     ups = [{"id": m.node.ID, "p": node_properties(m.node)} for m in updates
            if isinstance(m, NodeUpdated)]
     flow_rows = [[write_row(doc, HOST, T0) for doc in docs] for docs in flows]
+    for rows in flow_rows:  # samples carry their write time, as the writer's do
+        for r in rows:
+            r["sample"]["props"]["UpdatedAt"] = T0
 
     async def batches(cypher: str, rows: list[dict[str, Any]]) -> None:
         for i in range(0, len(rows), batch):

@@ -66,6 +66,7 @@ log = logging.getLogger("skygraph.flows")
 DEFAULT_RETENTION_S = 3600.0
 LINKED_MEMORY = 200_000  # flows the store remembers as fully linked
 PRUNE_CHUNK = 2_000  # flows deleted per transaction
+PUT_YIELD = 100  # flows validated by `FlowSink.put` between two turns of the writer
 Row = dict[str, Any]
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -293,6 +294,10 @@ class FlowSink:
             await self._queue.put(row)
             self.stats.accepted += 1
             accepted += 1
+            if accepted % PUT_YIELD == 0:
+                # A large put (a pcap import) lets the writer send what is queued,
+                # so validation here overlaps the database's work on the last batch.
+                await asyncio.sleep(0)
         return accepted
 
     async def flush(self) -> None:

@@ -20,3 +20,11 @@ def test_rows_carry_the_write_time_and_only_what_the_statement_reads():
     # the caller's rows are left as they were (a retried batch is stamped again)
     assert row["props"]["UpdatedAt"] == 5 and row["sample"]["props"].get("UpdatedAt") is None
 
+
+
+def test_an_update_replayed_within_a_batch_adds_one_sample():
+    row = write_row(FLOW, "agent1", now_ms=5)
+    later = write_row({**FLOW, "Last": 3000, "LastUpdateMetric": {"Start": 2000, "Last": 3000}},
+                      "agent1", now_ms=5)
+    samples = sample_rows([row["sample"], later["sample"], row["sample"]], now=9)
+    assert [s["key"] for s in samples] == ["f1/2000", "f1/3000"]
