@@ -46,6 +46,9 @@ from typing import Any
 
 import neo4j
 
+sys.path.insert(0, str(Path(__file__).parent))
+import flowtable
+
 from skygraph.graphql.filters import MetadataPredicateInput
 from skygraph.graphql.flows import FlowFilterInput, page_query
 from skygraph.gremlin import execute
@@ -58,6 +61,9 @@ T0 = 1_700_000_000_000
 STEP_MS = 12  # one flow starts every 12 ms
 CLIENTS, SERVERS, INTERFACES = 20_000, 500, 100
 P50_MS, P99_MS = 20.0, 50.0
+TOTAL_MB = 1024.0          # analyzer + embedded server at the largest size
+SETTLE_S = 15.0            # s after the import's flows are written, before 'after'
+RETURN_RATIO = 1.2         # the analyzer's RSS after an import, against its idle RSS
 BATCH = 5_000
 FILL = "UNWIND $rows AS r CREATE (f:Flow) SET f = r"
 
@@ -267,6 +273,88 @@ def commit() -> str:
         return "?"
 
 
+# ---------------------------------------------------------------- memory
+
+def status_of(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=30) as resp:
+        doc: dict[str, Any] = json.load(resp)
+    return doc
+
+
+def memory_kb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) in MB."""
+    got = dict.fromkeys(("VmRSS", "VmHWM"), 0.0)
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(":")[0]
+        if key in got:
+            got[key] = int(line.split()[1]) / 1024
+    return got["VmRSS"], got["VmHWM"]
+
+
+def memory_phase(server: EmbeddedServer, work: Path, args: argparse.Namespace) -> list[str]:
+    """The analyzer on the filled server: its RSS idle, then through `POST /api/pcap`
+    of a trace of `--import-flows` flows until its flow queue has drained, then after;
+    the server's RSS; analyzer + server against `TOTAL_MB`."""
+    trace = work / "import.pcap"
+    flowtable.generate_apart(trace, args.import_flows * 3, args.import_flows, seed=17)
+    port = free_port()
+    cfg = work / "analyzer.yml"
+    cfg.write_text(f"analyzer:\n  listen: 127.0.0.1:{port}\ngraph:\n  uri: {server.uri}\n"
+                   f"  user: {USER}\n  password: {server.password}\nlogging:\n  level: WARNING\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYGRAPH_")}
+    proc = subprocess.Popen([sys.executable, "-m", "skygraph.cli", "-c", str(cfg), "analyzer"],
+                            env=env, stdout=subprocess.DEVNULL)
+    misses = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                status_of(port)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the analyzer did not start") from None
+                time.sleep(0.3)
+        time.sleep(3)
+        idle, _ = memory_kb(proc.pid)
+        began = time.perf_counter()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/pcap", trace.read_bytes(),
+                                     {"Content-Type": "application/vnd.tcpdump.pcap"})
+        with urllib.request.urlopen(req, timeout=1800) as resp:
+            imported = json.load(resp)
+        while (flows := status_of(port)["Flows"])["queued"] or \
+                flows["written"] + flows["invalid"] < flows["accepted"]:
+            time.sleep(0.5)
+        secs = time.perf_counter() - began
+        time.sleep(SETTLE_S)  # the analyzer gives freed memory back once idle (10 s turns)
+        after, peak = memory_kb(proc.pid)
+        assert server.proc is not None
+        server_rss, server_hwm = memory_kb(server.proc.pid)
+        total = after + server_rss
+        print(f"\n== memory: pcap import of {imported['Flows']:,} flows "
+              f"({imported['Packets']:,} packets) written in {secs:.1f} s "
+              f"({imported['Flows'] / secs:,.0f} flows/s), load average {loadavg()}")
+        print(f"analyzer RSS idle {idle:.0f} MB, peak {peak:.0f} MB, {SETTLE_S:g} s after {after:.0f} MB "
+              f"({after / idle:.2f} x idle; target <= {RETURN_RATIO:g} x): "
+              f"{'PASS' if after <= RETURN_RATIO * idle else 'FAIL'}")
+        print(f"embedded server RSS {server_rss:.0f} MB (peak {server_hwm:.0f}), heap "
+              f"{args.heap}; analyzer + server {total:.0f} MB (target <= {TOTAL_MB:.0f}): "
+              f"{'PASS' if total <= TOTAL_MB else 'FAIL'}")
+        if after > RETURN_RATIO * idle:
+            misses.append(f"analyzer after an import {after:.0f} MB > {RETURN_RATIO:g} x idle "
+                          f"{idle:.0f} MB")
+        if total > TOTAL_MB:
+            misses.append(f"analyzer + server {total:.0f} MB > {TOTAL_MB:.0f} MB")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return misses
+
+
 # ---------------------------------------------------------------- run
 
 async def fill(store: GraphStore, start: int, stop: int) -> float:
@@ -375,6 +463,8 @@ async def main(args: argparse.Namespace) -> int:
                   f"{size / count:.0f} bytes per flow")
             misses += await measure(store, driver, n, args)
             print(f"load average {loadavg()} after the queries")
+        if args.import_flows:
+            misses += await asyncio.to_thread(memory_phase, server, data, args)
     finally:
         await driver.close()
         await store.close()
@@ -397,4 +487,6 @@ if __name__ == "__main__":
     ap.add_argument("--anchor-runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--heap", default="1g", help="the embedded server's heap (the default's)")
+    ap.add_argument("--import-flows", type=int, default=100_000,
+                    help="flows of the trace the analyzer imports in the memory phase (0: none)")
     raise SystemExit(asyncio.run(main(ap.parse_args())))

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from skygraph import memory
 from skygraph.api.agents import Agents
 from skygraph.api.auth import Authenticator, AuthMiddleware, read_users
 from skygraph.api.injections import Injections
@@ -210,11 +211,15 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
         rpc_address = await rpc.start()
         await orchestrator.start()
         server = _Server(uvicorn.Config(http_app(api, auth, cfg), log_level="warning",
-                                        lifespan="off", access_log=False,
+                                        lifespan="off", access_log=False, http="httptools",
                                         ssl_certfile=tls.cert_file or None,
                                         ssl_keyfile=tls.key_file or None))
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         expiry = asyncio.create_task(_expire_captures(api))
+        # after a burst of flows (an import, an agent's backlog): freed heap back to
+        # the system once nothing waits to be written
+        trimming = asyncio.create_task(
+            memory.trim_when_idle(lambda: sink.queued == 0))
         host, port = sock.getsockname()[:2]
         url = f"{'https' if tls.cert_file else 'http'}://{host}:{port}"
         log.info("analyzer listening on %s, agents on %s (graph: %s %s; auth %s)", url,
@@ -226,6 +231,7 @@ async def serve(cfg: Config, sock: socket.socket, stop: asyncio.Event,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             expiry.cancel()
+            trimming.cancel()
             await fabric_probe.stop()
             await orchestrator.stop()
             await rpc.stop()

@@ -28,7 +28,8 @@ from typing import Any
 MAX_PCAP_BYTES = 1 << 30
 IMPORT_HOST = "pcap"       # the flows' `Host`: not from an agent
 CHUNK = 1000
-MAX_LINE = 16 << 20        # one flow's JSON line (raw packets included) is far below
+MAX_LINE = 1 << 20         # a flow's JSON line, raw packets included, is far below (the
+                           # reader buffers up to twice this while the flow queue is full)
 PACKETS = "Packets"        # the child's last line: {"Packets": n}
 UNREADABLE = 2             # the child's exit status for a trace the reader refuses
 
