@@ -55,9 +55,10 @@ __all__ = ["KNOWN_ELEMENTS", "ApplyResult", "BatchWriter", "GraphStore", "Writer
 # Elements whose last written properties the store remembers (batch.Known).
 KNOWN_ELEMENTS = 100_000
 Records = list[dict[str, Any]]
-# What a read retries (the driver's own rule for managed transactions), and how long.
-READ_RETRYABLE = (neo_errors.ServiceUnavailable, neo_errors.SessionExpired,
-                  neo_errors.TransientError)
+# What a read retries, and for how long at most (never past its own timeout): a
+# transient error (lock conflict, leader switch) or a connection lost under it.  A
+# server that refuses connections is StoreUnavailable at once (the API's 503).
+READ_RETRYABLE = (neo_errors.SessionExpired, neo_errors.TransientError)
 READ_RETRY_S = 30.0
 ReadFn = Callable[[str, dict[str, Any], float | None], Awaitable[Records]]
 
@@ -151,10 +152,10 @@ class GraphStore:
         """Run a read query (the seam the Gremlin translator uses): auto-commit, in a
         read session -- a managed read transaction costs a BEGIN and a COMMIT round
         trip more (0.7 ms of a 2 ms look-up) -- retried as the driver retries its
-        managed transactions: transient errors and an unreachable server, for up
-        to `READ_RETRY_S`, with a growing pause."""
+        managed transactions (`READ_RETRYABLE`), for up to `READ_RETRY_S` or the
+        read's `timeout`, with a growing pause."""
         query = neo4j.Query(cypher, timeout=timeout) if timeout else cypher
-        deadline = time.monotonic() + READ_RETRY_S
+        deadline = time.monotonic() + min(READ_RETRY_S, timeout or READ_RETRY_S)
         pause = 0.05
         with self._unavailable():
             while True:
