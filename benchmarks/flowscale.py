@@ -246,13 +246,6 @@ def index_key_types(server: EmbeddedServer) -> dict[str, list[str]]:
             if r.get("typeName") == "Flow" and r["name"].startswith("flow_")}
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -281,7 +274,7 @@ def status_of(port: int) -> dict[str, Any]:
     return doc
 
 
-def memory_kb(pid: int) -> tuple[float, float]:
+def memory_mb(pid: int) -> tuple[float, float]:
     """(VmRSS, VmHWM) in MB."""
     got = dict.fromkeys(("VmRSS", "VmHWM"), 0.0)
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -316,7 +309,7 @@ def memory_phase(server: EmbeddedServer, work: Path, args: argparse.Namespace) -
                     raise RuntimeError("the analyzer did not start") from None
                 time.sleep(0.3)
         time.sleep(3)
-        idle, _ = memory_kb(proc.pid)
+        idle, _ = memory_mb(proc.pid)
         began = time.perf_counter()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/pcap", trace.read_bytes(),
                                      {"Content-Type": "application/vnd.tcpdump.pcap"})
@@ -327,9 +320,9 @@ def memory_phase(server: EmbeddedServer, work: Path, args: argparse.Namespace) -
             time.sleep(0.5)
         secs = time.perf_counter() - began
         time.sleep(SETTLE_S)  # the analyzer gives freed memory back once idle (10 s turns)
-        after, peak = memory_kb(proc.pid)
+        after, peak = memory_mb(proc.pid)
         assert server.proc is not None
-        server_rss, server_hwm = memory_kb(server.proc.pid)
+        server_rss, server_hwm = memory_mb(server.proc.pid)
         total = after + server_rss
         print(f"\n== memory: pcap import of {imported['Flows']:,} flows "
               f"({imported['Packets']:,} packets) written in {secs:.1f} s "
@@ -459,7 +452,7 @@ async def main(args: argparse.Namespace) -> int:
             size = disk_bytes(data / "databases")
             print(f"\n== {count:,} flows ({added:,} filled in {secs:.1f} s: "
                   f"{added / secs:,.0f} flows/s), load average {loadavg()}, server RSS "
-                  f"{rss_mb(server.proc.pid):.0f} MB, disk {size / 2**20:.0f} MB = "
+                  f"{memory_mb(server.proc.pid)[0]:.0f} MB, disk {size / 2**20:.0f} MB = "
                   f"{size / count:.0f} bytes per flow")
             misses += await measure(store, driver, n, args)
             print(f"load average {loadavg()} after the queries")

@@ -34,23 +34,21 @@ def node_json(props: Mapping[str, Any]) -> dict[str, Any]:
     """`Node(...).to_json()` of stored properties, without building the Node
     (the hot path of every node result: tests/unit/gremlin/test_shapes.py keeps
     it equal to the model's)."""
-    out = {"ID": str(props.get("ID", "")), "Metadata": shapes.metadata(props),
-           "Host": str(props.get("Host") or ""), "Origin": str(props.get("Origin") or ""),
-           "CreatedAt": _int(props, "CreatedAt") or None,
-           "UpdatedAt": _int(props, "UpdatedAt") or None, "Revision": _int(props, "Revision")}
-    deleted = props.get("DeletedAt")
-    if deleted:
-        out["DeletedAt"] = deleted
-    return out
+    return _element(props, {"ID": str(props.get("ID", "")), "Metadata": shapes.metadata(props)})
 
 
 def edge_json(props: Mapping[str, Any]) -> dict[str, Any]:
     """`Edge(...).to_json()` of stored properties (as `node_json`)."""
-    out = {"ID": str(props.get("ID", "")), "Metadata": shapes.metadata(props),
-           "Parent": str(props.get("Parent", "")), "Child": str(props.get("Child", "")),
-           "Host": str(props.get("Host") or ""), "Origin": str(props.get("Origin") or ""),
-           "CreatedAt": _int(props, "CreatedAt") or None,
-           "UpdatedAt": _int(props, "UpdatedAt") or None, "Revision": _int(props, "Revision")}
+    return _element(props, {"ID": str(props.get("ID", "")), "Metadata": shapes.metadata(props),
+                            "Parent": str(props.get("Parent", "")),
+                            "Child": str(props.get("Child", ""))})
+
+
+def _element(props: Mapping[str, Any], out: dict[str, Any]) -> dict[str, Any]:
+    """The fields nodes and edges share, after their own (the models' key order)."""
+    out.update(Host=str(props.get("Host") or ""), Origin=str(props.get("Origin") or ""),
+               CreatedAt=_int(props, "CreatedAt") or None,
+               UpdatedAt=_int(props, "UpdatedAt") or None, Revision=_int(props, "Revision"))
     deleted = props.get("DeletedAt")
     if deleted:
         out["DeletedAt"] = deleted

@@ -163,10 +163,7 @@ class GraphStore:
                     async with self._driver.session(
                             database=self.database,
                             default_access_mode=neo4j.READ_ACCESS) as session:
-                        result = await session.run(query, params)
-                        keys = result.keys()
-                        return [dict(zip(keys, row, strict=True))
-                                for row in await result.values()]
+                        return await _rows(await session.run(query, params))
                 except READ_RETRYABLE as exc:
                     if isinstance(exc, neo_errors.Neo4jError) and not exc.is_retryable():
                         raise
@@ -300,6 +297,9 @@ async def _unwind(tx: neo4j.AsyncManagedTransaction, cypher: str, name: str,
 
 async def _fetch(tx: neo4j.AsyncManagedTransaction, cypher: str, params: dict[str, Any]
                  ) -> Records:
-    result = await tx.run(cypher, params)
+    return await _rows(await tx.run(cypher, params))
+
+
+async def _rows(result: neo4j.AsyncResult) -> Records:
     keys = result.keys()
     return [dict(zip(keys, row, strict=True)) for row in await result.values()]
